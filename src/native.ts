@@ -1,0 +1,36 @@
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { EXIT, UserError } from './errors'
+
+/**
+ * The addon built from native-deps/ (patched fuse-native binding + sysops). Typed loosely on
+ * purpose: src/fuse/ and src/source/sys.ts are the only modules that call into it.
+ */
+export interface NativeBinding {
+  sizeof_fuse_thread_t: number
+  fuse_native_mount (mnt: string, opts: string, thread: Buffer, ctx: object,
+    malloc: (size: number) => Buffer, handlers: Function[], implemented: Uint32Array,
+    onExit: () => void): void
+  fuse_native_unmount (mnt: string, thread: Buffer): void
+  sys_call (op: number, s1: string | null, s2: string | null, i1: number, i2: number,
+    i3: number, i4: number, buf: ArrayBufferView | null, cb: (res: number, value?: any) => void): void
+  [name: string]: any
+}
+
+const addonPath = join(__dirname, '..', '..', 'native-deps', 'build', 'Release', 'replicafs_fuse.node')
+
+let binding: NativeBinding | undefined
+
+export function native (): NativeBinding {
+  if (binding) return binding
+  if (!existsSync(addonPath)) {
+    throw new UserError(`the native FUSE binding is not built (${addonPath} is missing): run ./mount.sh once, or npm run build`, EXIT.unreachable)
+  }
+  try {
+    binding = require(addonPath) as NativeBinding
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err)
+    throw new UserError(`cannot load the native FUSE binding (${why}): install Debian's libfuse2 and fuse packages, or run ./mount.sh`, EXIT.unreachable)
+  }
+  return binding
+}
