@@ -33,6 +33,8 @@ const inputs = [
   path.join(here, 'binding.gyp'),
   path.join(here, 'src', 'sysops.c'),
   path.join(here, 'src', 'sysops.h'),
+  path.join(here, 'src', 'passthrough.c'),
+  path.join(here, 'src', 'passthrough.h'),
   __filename
 ]
 const hash = crypto.createHash('sha256')

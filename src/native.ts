@@ -10,7 +10,7 @@ export interface NativeBinding {
   sizeof_fuse_thread_t: number
   fuse_native_mount (mnt: string, opts: string, thread: Buffer, ctx: object,
     malloc: (size: number) => Buffer, handlers: Function[], implemented: Uint32Array,
-    onExit: () => void): void
+    onExit: () => void, root: string): void
   fuse_native_unmount (mnt: string, thread: Buffer): void
   sys_call (op: number, s1: string | null, s2: string | null, i1: number, i2: number,
     i3: number, i4: number, buf: ArrayBufferView | null, cb: (res: number, value?: any) => void): void

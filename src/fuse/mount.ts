@@ -30,6 +30,8 @@ export function mountOptions (allowOther: boolean): string {
   const o = ['fsname=replicafs', 'subtype=replicafs', 'default_permissions', 'big_writes',
     'max_write=131072', 'hard_remove', 'use_ino']
   if (allowOther) o.push('allow_other')
+  // libfuse prints every request to stderr: for debugging only, it is very slow.
+  if (process.env.REPLICAFS_FUSE_DEBUG === '1') o.push('debug')
   return '-o' + o.join(',')
 }
 
@@ -158,9 +160,10 @@ export async function mount (o: MountOptions): Promise<Mounted> {
       const buf = Buffer.alloc(size)
       locals.push(buf)
       return buf
-    }, handlers, implemented, () => onEnded())
-  } catch {
-    throw new UserError(`cannot mount ${mountpoint} (libfuse's reason is above)`, EXIT.unreachable)
+    }, handlers, implemented, () => onEnded(), rootBytes)
+  } catch (err) {
+    const why = (err as Error).message === 'fuse failed' ? "libfuse's reason is above" : (err as Error).message
+    throw new UserError(`cannot mount ${mountpoint} (${why})`, EXIT.unreachable)
   }
   await ready
 

@@ -2,10 +2,12 @@ import { E } from '../errors'
 import type { Logger } from '../log'
 import type { NativeBinding } from '../native'
 import type { Caller, Source } from '../source/source'
-import { STAT_WORDS, STATVFS_WORDS } from '../source/sys'
 
 /**
- * The op table: the one module that knows fuse-native's calling convention. Each handler
+ * The op table for the calls that change something: the one module that knows fuse-native's
+ * calling convention. (The calls that change nothing, getattr, read, readdir, readlink,
+ * statfs, access, getxattr, listxattr, never reach JS: native-deps/src/passthrough.c answers
+ * them on libfuse's threads.) Each handler
  * unpacks the binding's arguments, calls the Source, and answers through the matching
  * `fuse_native_signal_*`, which must always receive arguments of the right type (a bad one
  * leaves the kernel request unanswered). Results are already `>= 0` or `-errno`: this is
@@ -19,9 +21,6 @@ import { STAT_WORDS, STATVFS_WORDS } from '../source/sys'
 type Handler = (l: Buffer, op: number, a?: any, b?: any, c?: any, d?: any, e?: any, f?: any) => void
 
 const TWO32 = 4294967296
-const EMPTY_STAT = new Uint32Array(STAT_WORDS)
-const EMPTY_STATVFS = new Uint32Array(STATVFS_WORDS)
-const NO_NAMES: string[] = []
 
 function caller (l: Buffer): Caller {
   return { uid: l.readUInt32LE(0), gid: l.readUInt32LE(4) }
@@ -53,14 +52,9 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   // An answer of the right shape for every op, for the EIO of a handler that threw.
   function fail (signal: Function, name: string, l: Buffer, args: any[]): void {
     switch (name) {
-      case 'getattr': case 'fgetattr': return signal(l, -E.EIO, EMPTY_STAT)
-      case 'statfs': return signal(l, -E.EIO, EMPTY_STATVFS)
       case 'open': case 'opendir': case 'create': return signal(l, -E.EIO, 0)
-      case 'readdir': return signal(l, -E.EIO, NO_NAMES, NO_NAMES)
-      case 'readlink': return signal(l, -E.EIO, '')
-      case 'read': case 'write': return signal(l, -E.EIO, 0, (args[2] as Buffer).buffer)
-      case 'getxattr': case 'setxattr': return signal(l, -E.EIO, (args[2] as Buffer).buffer)
-      case 'listxattr': return signal(l, -E.EIO, (args[1] as Buffer).buffer)
+      case 'write': return signal(l, -E.EIO, 0, (args[2] as Buffer).buffer)
+      case 'setxattr': return signal(l, -E.EIO, (args[2] as Buffer).buffer)
       default: return signal(l, -E.EIO)
     }
   }
@@ -71,39 +65,6 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   on('init', (l) => {
     sInit(l, 0)
     onInit()
-  })
-
-  const sGetattr = s('getattr')
-  on('getattr', (l, _op, path: string) => {
-    const st = new Uint32Array(STAT_WORDS)
-    source.getattr(path, st, res => sGetattr(l, res, res < 0 ? EMPTY_STAT : st))
-  })
-
-  const sFgetattr = s('fgetattr')
-  on('fgetattr', (l, _op, _path: string | null, fh: number) => {
-    const st = new Uint32Array(STAT_WORDS)
-    source.fgetattr(fh, st, res => sFgetattr(l, res, res < 0 ? EMPTY_STAT : st))
-  })
-
-  const sAccess = s('access')
-  on('access', (l, _op, path: string, mode: number) => {
-    source.access(path, mode, res => sAccess(l, res))
-  })
-
-  const sStatfs = s('statfs')
-  on('statfs', (l, _op, path: string) => {
-    const sv = new Uint32Array(STATVFS_WORDS)
-    source.statfs(path, sv, res => sStatfs(l, res, res < 0 ? EMPTY_STATVFS : sv))
-  })
-
-  const sReaddir = s('readdir')
-  on('readdir', (l, _op, path: string) => {
-    source.readdir(path, (res, names?: string[]) => sReaddir(l, res, names ?? NO_NAMES, NO_NAMES))
-  })
-
-  const sReadlink = s('readlink')
-  on('readlink', (l, _op, path: string) => {
-    source.readlink(path, (res, target?: string) => sReadlink(l, res, target ?? ''))
   })
 
   const sOpen = s('open')
@@ -129,11 +90,6 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   const sFsyncdir = s('fsyncdir')
   on('fsyncdir', (l, _op, _path: string | null, datasync: number, fh: number) => {
     source.fsyncdir(fh, datasync !== 0, res => sFsyncdir(l, res))
-  })
-
-  const sRead = s('read')
-  on('read', (l, _op, _path: string | null, fh: number, buf: Buffer, len: number, lo: number, hi: number) => {
-    source.read(fh, buf, len, lo + hi * TWO32, n => sRead(l, n, 0, buf.buffer))
   })
 
   const sWrite = s('write')
@@ -219,16 +175,6 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   const sSetxattr = s('setxattr')
   on('setxattr', (l, _op, path: string, name: string, value: Buffer, _position: number, flags: number) => {
     source.setxattr(path, name, value, value.length, flags, caller(l), res => sSetxattr(l, res, value.buffer))
-  })
-
-  const sGetxattr = s('getxattr')
-  on('getxattr', (l, _op, path: string, name: string, buf: Buffer) => {
-    source.getxattr(path, name, buf, buf.length, res => sGetxattr(l, res, buf.buffer))
-  })
-
-  const sListxattr = s('listxattr')
-  on('listxattr', (l, _op, path: string, buf: Buffer) => {
-    source.listxattr(path, buf, buf.length, res => sListxattr(l, res, buf.buffer))
   })
 
   const sRemovexattr = s('removexattr')

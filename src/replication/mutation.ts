@@ -37,8 +37,12 @@ export const UTIME_OMIT = (1 << 30) - 2
 /**
  * Where replication plugs in. `apply` is called after the source applied the change and
  * before the call answers: a returned promise delays the answer (sync mode); a rejection
- * answers EIO (the source keeps the change). Write data is a private copy: the kernel's
- * buffer is gone once the call answers.
+ * answers EIO (the source keeps the change).
+ *
+ * `data` of a write and `value` of a setxattr are views of the kernel's request buffer, not
+ * copies: valid until the call answers (until the returned promise settles), and detached
+ * after. A hook that keeps them longer (a queue, a background shipper) must copy them first.
+ * No copy is made on the per-syscall path for a hook that does not need one.
  */
 export interface ReplicationHook {
   apply (m: Mutation): void | Promise<void>

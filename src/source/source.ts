@@ -69,43 +69,7 @@ export class Source {
     })
   }
 
-  // Reads: straight to the source, nothing replicated.
-
-  getattr (path: string, st: Uint32Array, done: Done): void {
-    this.#sys.call(Op.lstat, this.#p(path), null, 0, 0, 0, 0, st, done)
-  }
-
-  fgetattr (fh: number, st: Uint32Array, done: Done): void {
-    this.#sys.call(Op.fstat, null, null, fh, 0, 0, 0, st, done)
-  }
-
-  access (path: string, mode: number, done: Done): void {
-    this.#sys.call(Op.access, this.#p(path), null, mode, 0, 0, 0, null, done)
-  }
-
-  statfs (path: string, sv: Uint32Array, done: Done): void {
-    this.#sys.call(Op.statvfs, this.#p(path), null, 0, 0, 0, 0, sv, done)
-  }
-
-  readdir (path: string, done: Done): void {
-    this.#sys.call(Op.readdir, this.#p(path), null, 0, 0, 0, 0, null, done)
-  }
-
-  readlink (path: string, done: Done): void {
-    this.#sys.call(Op.readlink, this.#p(path), null, 0, 0, 0, 0, null, done)
-  }
-
-  getxattr (path: string, name: string, buf: Buffer, size: number, done: Done): void {
-    this.#sys.call(Op.getxattr, this.#p(path), name, 0, size, 0, 0, buf, done)
-  }
-
-  listxattr (path: string, buf: Buffer, size: number, done: Done): void {
-    this.#sys.call(Op.listxattr, this.#p(path), null, 0, size, 0, 0, buf, done)
-  }
-
-  read (fh: number, buf: Buffer, len: number, offset: number, done: Done): void {
-    this.#sys.call(Op.pread, null, null, fh, len, offset, 0, buf, done)
-  }
+  // Directory handles: fsyncdir needs a descriptor.
 
   opendir (path: string, done: Done): void {
     this.#sys.call(Op.opendir, this.#p(path), null, 0, 0, 0, 0, null, done)
@@ -138,9 +102,7 @@ export class Source {
   write (path: string | null, fh: number, buf: Buffer, len: number, offset: number, c: Caller, done: Done): void {
     this.#sys.call(Op.pwrite, null, null, fh, len, offset, 0, buf, (n: number) => {
       if (n <= 0) return done(n)
-      // A private copy: the kernel's buffer is detached as soon as the call answers.
-      const data = Buffer.allocUnsafe(n)
-      buf.copy(data, 0, 0, n)
+      const data = n === len ? buf : buf.subarray(0, n)
       this.#commit(n, { op: 'write', path, fh, offset, data, uid: c.uid, gid: c.gid }, done)
     })
   }
@@ -258,9 +220,7 @@ export class Source {
   setxattr (path: string, name: string, value: Buffer, size: number, flags: number, c: Caller, done: Done): void {
     this.#sys.call(Op.setxattr, this.#p(path), name, flags, size, 0, 0, value, (res: number) => {
       if (res < 0) return done(res)
-      const copy = Buffer.allocUnsafe(size)
-      value.copy(copy, 0, 0, size)
-      this.#commit(res, { op: 'setxattr', path, name, value: copy, flags, uid: c.uid, gid: c.gid }, done)
+      this.#commit(res, { op: 'setxattr', path, name, value: value.subarray(0, size), flags, uid: c.uid, gid: c.gid }, done)
     })
   }
 
