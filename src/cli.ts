@@ -3,7 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EXIT, UserError } from './errors'
 import { stderrLogger, type Logger } from './log'
 import { mount } from './fuse/mount'
-import { localOnly } from './replication/mutation'
+import { localOnly, type ReplicationHook } from './replication/mutation'
 import { unmountCommand } from './unmount'
 
 const USAGE = `usage:
@@ -55,7 +55,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   process.on('uncaughtException', err => log.error('main', 'uncaught exception (the mount stays up)', err))
   process.on('unhandledRejection', err => log.error('main', 'unhandled rejection (the mount stays up)', err))
 
-  const m = await mount({ source, mountpoint, allowOther: (values as Record<string, unknown>)['allow-other'] === true, hook: localOnly, log })
+  const m = await mount({ source, mountpoint, allowOther: (values as Record<string, unknown>)['allow-other'] === true, hook: faultInjection() ?? localOnly, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
   let stopping = false
@@ -72,6 +72,20 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   await m.ended
   log.info('main', `unmounted ${mountpoint}`)
   return EXIT.ok
+}
+
+/**
+ * REPLICAFS_FAULT_INJECT=<op>: a hook that throws on that op, so that tests can prove on a
+ * real mount that an internal error answers EIO and leaves the daemon up.
+ */
+function faultInjection (): ReplicationHook | null {
+  const op = process.env.REPLICAFS_FAULT_INJECT
+  if (!op) return null
+  return {
+    apply (m) {
+      if (m.op === op) throw new Error(`fault injected on ${op} (REPLICAFS_FAULT_INJECT)`)
+    },
+  }
 }
 
 export async function main (argv: string[], log: Logger = stderrLogger): Promise<number> {

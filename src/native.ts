@@ -13,7 +13,7 @@ export interface NativeBinding {
     onExit: () => void, root: string): void
   fuse_native_unmount (mnt: string, thread: Buffer): void
   sys_call (op: number, s1: string | null, s2: string | null, i1: number, i2: number,
-    i3: number, i4: number, buf: ArrayBufferView | null, cb: (res: number, value?: any) => void): void
+    i3: number, i4: number, buf: ArrayBufferView | null, cb: (res: number) => void): void
   [name: string]: any
 }
 

@@ -1,12 +1,11 @@
 // replicafs sysops: the syscalls applied to the source directory, on libuv's thread pool.
 //
 // Why not node:fs: it has no mknod (fifos), no xattrs, no utimensat with nanoseconds,
-// UTIME_NOW or UTIME_OMIT, returns times as doubles (or costly BigInts), and takes string
-// paths as UTF-8 (a name with invalid UTF-8 bytes cannot be spelled). Here every path is a
-// latin1 JS string (one char per byte), every result is >= 0 or -errno, and stat results are
-// written straight into the Uint32Array layout that the FUSE binding reads.
+// UTIME_NOW or UTIME_OMIT, and takes string paths as UTF-8 (a name with invalid UTF-8 bytes
+// cannot be spelled). Here every path is a latin1 JS string (one char per byte) and every
+// result is >= 0 or -errno. The calls that change nothing are in passthrough.c instead.
 //
-// One entry point: sys_call(op, s1, s2, i1, i2, i3, i4, buf, cb). cb(res[, value]).
+// One entry point: sys_call(op, s1, s2, i1, i2, i3, i4, buf, cb). cb(res).
 
 #define _GNU_SOURCE
 #include "sysops.h"
@@ -26,12 +25,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+// Keep in step with `Op` in src/source/sys.ts.
 enum {
-  SYS_OPEN = 0, SYS_CLOSE, SYS_PREAD, SYS_PWRITE, SYS_FSYNC, SYS_FTRUNCATE, SYS_TRUNCATE,
-  SYS_LSTAT, SYS_FSTAT, SYS_STATVFS, SYS_ACCESS, SYS_READDIR, SYS_READLINK, SYS_UNLINK,
+  SYS_OPEN = 0, SYS_CLOSE, SYS_PWRITE, SYS_FSYNC, SYS_FTRUNCATE, SYS_TRUNCATE, SYS_UNLINK,
   SYS_RMDIR, SYS_MKDIR, SYS_RENAME, SYS_LINK, SYS_SYMLINK, SYS_CHMOD, SYS_LCHOWN,
-  SYS_UTIMENS, SYS_MKNOD, SYS_SETXATTR, SYS_GETXATTR, SYS_LISTXATTR, SYS_REMOVEXATTR,
-  SYS_OPENDIR, SYS_FCHOWN, SYS_OP_COUNT
+  SYS_UTIMENS, SYS_MKNOD, SYS_SETXATTR, SYS_REMOVEXATTR, SYS_OPENDIR,
 };
 
 typedef struct {
@@ -45,9 +43,6 @@ typedef struct {
   void *buf;
   size_t buflen;
   int64_t res;
-  char *out;      // readdir: NUL-separated names; readlink: the target
-  size_t outlen;
-  uint32_t count; // readdir: number of names
 } job_t;
 
 static char *get_latin1 (napi_env env, napi_value v) {
@@ -66,44 +61,6 @@ static int64_t get_i64 (napi_env env, napi_value v) {
   int64_t n = 0;
   napi_get_value_int64(env, v, &n);
   return n;
-}
-
-static void put_u64 (uint32_t *p, uint64_t n) {
-  p[0] = (uint32_t) n;
-  p[1] = (uint32_t) (n >> 32);
-}
-
-static void put_stat (uint32_t *p, const struct stat *st) {
-  p[0] = st->st_mode;
-  p[1] = st->st_uid;
-  p[2] = st->st_gid;
-  put_u64(p + 3, st->st_size);
-  p[5] = (uint32_t) st->st_dev;
-  p[6] = st->st_nlink;
-  put_u64(p + 7, st->st_ino);
-  p[9] = (uint32_t) st->st_rdev;
-  p[10] = st->st_blksize;
-  put_u64(p + 11, st->st_blocks);
-  put_u64(p + 13, (uint64_t) st->st_atim.tv_sec);
-  p[15] = st->st_atim.tv_nsec;
-  put_u64(p + 16, (uint64_t) st->st_mtim.tv_sec);
-  p[18] = st->st_mtim.tv_nsec;
-  put_u64(p + 19, (uint64_t) st->st_ctim.tv_sec);
-  p[21] = st->st_ctim.tv_nsec;
-}
-
-static void put_statvfs (uint32_t *p, const struct statvfs *sv) {
-  p[0] = sv->f_bsize;
-  p[1] = sv->f_frsize;
-  put_u64(p + 2, sv->f_blocks);
-  put_u64(p + 4, sv->f_bfree);
-  put_u64(p + 6, sv->f_bavail);
-  put_u64(p + 8, sv->f_files);
-  put_u64(p + 10, sv->f_ffree);
-  put_u64(p + 12, sv->f_favail);
-  p[14] = (uint32_t) sv->f_fsid;
-  p[15] = sv->f_flag;
-  p[16] = sv->f_namemax;
 }
 
 #define RET(expr) do { j->res = (expr) < 0 ? -errno : 0; } while (0)
@@ -156,50 +113,8 @@ static void open_as_caller (job_t *j) {
   j->res = -EAGAIN;
 }
 
-static void read_dir (job_t *j) {
-  DIR *d = opendir(j->s1);
-  if (d == NULL) {
-    j->res = -errno;
-    return;
-  }
-  size_t cap = 4096, len = 0;
-  char *out = malloc(cap);
-  uint32_t count = 0;
-  struct dirent *e;
-  errno = 0;
-  while (out != NULL && (e = readdir(d)) != NULL) {
-    size_t n = strlen(e->d_name) + 1;
-    if (len + n > cap) {
-      cap *= 2;
-      char *grown = realloc(out, cap);
-      if (grown == NULL) {
-        free(out);
-        out = NULL;
-        break;
-      }
-      out = grown;
-    }
-    memcpy(out + len, e->d_name, n);
-    len += n;
-    count++;
-  }
-  int err = out == NULL ? ENOMEM : errno;
-  closedir(d);
-  if (err) {
-    free(out);
-    j->res = -err;
-    return;
-  }
-  j->out = out;
-  j->outlen = len;
-  j->count = count;
-  j->res = 0;
-}
-
 static void execute (napi_env env, void *data) {
   job_t *j = data;
-  struct stat st;
-  struct statvfs sv;
   int fd;
   ssize_t n;
 
@@ -214,10 +129,6 @@ static void execute (napi_env env, void *data) {
     case SYS_CLOSE:
       RET(close((int) j->i1));
       break;
-    case SYS_PREAD:
-      n = pread((int) j->i1, j->buf, (size_t) j->i2, (off_t) j->i3);
-      j->res = n < 0 ? -errno : n;
-      break;
     case SYS_PWRITE:
       n = pwrite((int) j->i1, j->buf, (size_t) j->i2, (off_t) j->i3);
       j->res = n < 0 ? -errno : n;
@@ -231,41 +142,6 @@ static void execute (napi_env env, void *data) {
     case SYS_TRUNCATE:
       RET(truncate(j->s1, (off_t) j->i2));
       break;
-    case SYS_LSTAT:
-      RET(lstat(j->s1, &st));
-      if (j->res == 0) put_stat(j->buf, &st);
-      break;
-    case SYS_FSTAT:
-      RET(fstat((int) j->i1, &st));
-      if (j->res == 0) put_stat(j->buf, &st);
-      break;
-    case SYS_STATVFS:
-      RET(statvfs(j->s1, &sv));
-      if (j->res == 0) put_statvfs(j->buf, &sv);
-      break;
-    case SYS_ACCESS:
-      RET(faccessat(AT_FDCWD, j->s1, (int) j->i1, AT_SYMLINK_NOFOLLOW));
-      break;
-    case SYS_READDIR:
-      read_dir(j);
-      break;
-    case SYS_READLINK: {
-      char *target = malloc(PATH_MAX + 1);
-      if (target == NULL) {
-        j->res = -ENOMEM;
-        break;
-      }
-      n = readlink(j->s1, target, PATH_MAX);
-      if (n < 0) {
-        j->res = -errno;
-        free(target);
-        break;
-      }
-      j->out = target;
-      j->outlen = (size_t) n;
-      j->res = 0;
-      break;
-    }
     case SYS_UNLINK:
       RET(unlink(j->s1));
       break;
@@ -292,9 +168,6 @@ static void execute (napi_env env, void *data) {
     case SYS_LCHOWN:
       RET(lchown(j->s1, (uid_t) j->i1, (gid_t) j->i2));
       break;
-    case SYS_FCHOWN:
-      RET(fchown((int) j->i1, (uid_t) j->i2, (gid_t) j->i3));
-      break;
     case SYS_UTIMENS: {
       struct timespec tv[2] = {
         { .tv_sec = (time_t) j->i1, .tv_nsec = (long) j->i2 },
@@ -310,14 +183,6 @@ static void execute (napi_env env, void *data) {
     case SYS_SETXATTR:
       RET(lsetxattr(j->s1, j->s2, j->buf, (size_t) j->i2, (int) j->i1));
       break;
-    case SYS_GETXATTR:
-      n = lgetxattr(j->s1, j->s2, (size_t) j->i2 ? j->buf : NULL, (size_t) j->i2);
-      j->res = n < 0 ? -errno : n;
-      break;
-    case SYS_LISTXATTR:
-      n = llistxattr(j->s1, (size_t) j->i2 ? j->buf : NULL, (size_t) j->i2);
-      j->res = n < 0 ? -errno : n;
-      break;
     case SYS_REMOVEXATTR:
       RET(lremovexattr(j->s1, j->s2));
       break;
@@ -331,28 +196,11 @@ static void complete (napi_env env, napi_status status, void *data) {
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
 
-  napi_value cb, global, argv[2];
+  napi_value cb, global, argv[1];
   int argc = 1;
   napi_get_reference_value(env, j->cb, &cb);
   napi_get_global(env, &global);
   napi_create_int64(env, status == napi_ok ? j->res : -EIO, &argv[0]);
-
-  if (j->res == 0 && j->out != NULL) {
-    argc = 2;
-    if (j->op == SYS_READDIR) {
-      napi_create_array_with_length(env, j->count, &argv[1]);
-      const char *p = j->out;
-      for (uint32_t i = 0; i < j->count; i++) {
-        size_t len = strlen(p);
-        napi_value name;
-        napi_create_string_latin1(env, p, len, &name);
-        napi_set_element(env, argv[1], i, name);
-        p += len + 1;
-      }
-    } else {
-      napi_create_string_latin1(env, j->out, j->outlen, &argv[1]);
-    }
-  }
 
   napi_value ignored;
   napi_make_callback(env, NULL, global, cb, argc, argv, &ignored);
@@ -362,7 +210,6 @@ static void complete (napi_env env, napi_status status, void *data) {
   napi_delete_async_work(env, j->work);
   free(j->s1);
   free(j->s2);
-  free(j->out);
   free(j);
   napi_close_handle_scope(env, scope);
 }

@@ -50,7 +50,7 @@ export class Source {
    * The one place where a local result meets replication: a failed local call answers its
    * errno and replicates nothing; a successful one answers once the hook accepted it.
    */
-  #commit (res: number, m: Mutation, done: Done, value?: unknown): void {
+  #commit (res: number, m: Mutation, done: Done): void {
     let pending: void | Promise<void>
     try {
       pending = this.#hook.apply(m)
@@ -60,10 +60,10 @@ export class Source {
       return
     }
     if (pending === undefined) {
-      done(res, value)
+      done(res)
       return
     }
-    pending.then(() => done(res, value), err => {
+    pending.then(() => done(res), err => {
       this.#log.error('replica', `replication hook failed on ${m.op}`, err)
       done(-E.EIO)
     })
