@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <stdint.h>
 #include <unistd.h>
 
 static int root_fd = -1;
@@ -116,6 +117,26 @@ static int pt_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_
   return -err;
 }
 
+static int pt_opendir (const char *path, struct fuse_file_info *fi) {
+  const char *r = rel(path);
+  int fd = openat(root_fd, *r == '\0' ? "." : r, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  fi->fh = (uint64_t) fd;
+  return 0;
+}
+
+static int pt_releasedir (const char *path, struct fuse_file_info *fi) {
+  (void) path;
+  close((int) fi->fh);
+  return 0;
+}
+
+static int pt_fsyncdir (const char *path, int datasync, struct fuse_file_info *fi) {
+  (void) path;
+  int fd = (int) fi->fh;
+  return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+}
+
 static int pt_getxattr (const char *path, const char *name, char *value, size_t size) {
   char p[PATH_MAX];
   int err = full(p, sizeof(p), path);
@@ -140,6 +161,9 @@ void rfs_passthrough_ops (struct fuse_operations *ops) {
   ops->read = pt_read;
   ops->statfs = pt_statfs;
   ops->readdir = pt_readdir;
+  ops->opendir = pt_opendir;
+  ops->releasedir = pt_releasedir;
+  ops->fsyncdir = pt_fsyncdir;
   ops->getxattr = pt_getxattr;
   ops->listxattr = pt_listxattr;
 }

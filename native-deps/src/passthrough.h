@@ -6,7 +6,7 @@
 // Opens the source directory that the passthrough ops answer from. 0 or -errno.
 int rfs_passthrough_init (const char *root);
 
-// Points the calls that change nothing (getattr, read, readdir, ...) at passthrough.c.
+// Points the calls that change nothing (getattr, read, readdir, opendir, ...) at passthrough.c.
 void rfs_passthrough_ops (struct fuse_operations *ops);
 
 #endif

@@ -29,7 +29,7 @@
 enum {
   SYS_OPEN = 0, SYS_CLOSE, SYS_PWRITE, SYS_FSYNC, SYS_FTRUNCATE, SYS_TRUNCATE, SYS_UNLINK,
   SYS_RMDIR, SYS_MKDIR, SYS_RENAME, SYS_LINK, SYS_SYMLINK, SYS_CHMOD, SYS_LCHOWN,
-  SYS_UTIMENS, SYS_MKNOD, SYS_SETXATTR, SYS_REMOVEXATTR, SYS_OPENDIR,
+  SYS_UTIMENS, SYS_MKNOD, SYS_SETXATTR, SYS_REMOVEXATTR,
 };
 
 typedef struct {
@@ -121,10 +121,6 @@ static void execute (napi_env env, void *data) {
   switch (j->op) {
     case SYS_OPEN:
       open_as_caller(j);
-      break;
-    case SYS_OPENDIR:
-      fd = open(j->s1, O_RDONLY | O_DIRECTORY);
-      j->res = fd < 0 ? -errno : fd;
       break;
     case SYS_CLOSE:
       RET(close((int) j->i1));

@@ -5,8 +5,8 @@ import type { Caller, Source } from '../source/source'
 
 /**
  * The op table for the calls that change something: the one module that knows fuse-native's
- * calling convention. (The calls that change nothing, getattr, read, readdir, readlink,
- * statfs, access, getxattr, listxattr, never reach JS: native-deps/src/passthrough.c answers
+ * calling convention. (The calls that change nothing, getattr, read, readdir, opendir,
+ * readlink, statfs, access, getxattr, listxattr, never reach JS: native-deps/src/passthrough.c answers
  * them on libfuse's threads.) Each handler
  * unpacks the binding's arguments, calls the Source, and answers through the matching
  * `fuse_native_signal_*`, which must always receive arguments of the right type (a bad one
@@ -52,7 +52,7 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   // An answer of the right shape for every op, for the EIO of a handler that threw.
   function fail (signal: Function, name: string, l: Buffer, args: any[]): void {
     switch (name) {
-      case 'open': case 'opendir': case 'create': return signal(l, -E.EIO, 0)
+      case 'open': case 'create': return signal(l, -E.EIO, 0)
       case 'write': return signal(l, -E.EIO, 0, (args[2] as Buffer).buffer)
       case 'setxattr': return signal(l, -E.EIO, (args[2] as Buffer).buffer)
       default: return signal(l, -E.EIO)
@@ -75,21 +75,6 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   const sCreate = s('create')
   on('create', (l, _op, path: string, mode: number, flags: number) => {
     source.create(path, mode, flags, caller(l), fd => sCreate(l, fd < 0 ? fd : 0, fd < 0 ? 0 : fd))
-  })
-
-  const sOpendir = s('opendir')
-  on('opendir', (l, _op, path: string) => {
-    source.opendir(path, fd => sOpendir(l, fd < 0 ? fd : 0, fd < 0 ? 0 : fd))
-  })
-
-  const sReleasedir = s('releasedir')
-  on('releasedir', (l, _op, _path: string | null, fh: number) => {
-    source.releasedir(fh, res => sReleasedir(l, res))
-  })
-
-  const sFsyncdir = s('fsyncdir')
-  on('fsyncdir', (l, _op, _path: string | null, datasync: number, fh: number) => {
-    source.fsyncdir(fh, datasync !== 0, res => sFsyncdir(l, res))
   })
 
   const sWrite = s('write')

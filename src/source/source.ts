@@ -69,20 +69,6 @@ export class Source {
     })
   }
 
-  // Directory handles: fsyncdir needs a descriptor.
-
-  opendir (path: string, done: Done): void {
-    this.#sys.call(Op.opendir, this.#p(path), null, 0, 0, 0, 0, null, done)
-  }
-
-  releasedir (fh: number, done: Done): void {
-    this.#sys.call(Op.close, null, null, fh, 0, 0, 0, null, done)
-  }
-
-  fsyncdir (fh: number, datasync: boolean, done: Done): void {
-    this.#sys.call(Op.fsync, null, null, fh, datasync ? 1 : 0, 0, 0, null, done)
-  }
-
   // Changes: applied here, then replicated.
 
   open (path: string, flags: number, c: Caller, done: Done): void {

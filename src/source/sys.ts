@@ -8,7 +8,7 @@ import { native } from '../native'
  */
 export const enum Op {
   open = 0, close, pwrite, fsync, ftruncate, truncate, unlink, rmdir, mkdir, rename, link,
-  symlink, chmod, lchown, utimens, mknod, setxattr, removexattr, opendir,
+  symlink, chmod, lchown, utimens, mknod, setxattr, removexattr,
 }
 
 /** `-1` as uid: leave the owner to the daemon (the caller is the daemon's own user). */
