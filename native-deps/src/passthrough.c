@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <linux/limits.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -137,7 +138,13 @@ static int pt_fsyncdir (const char *path, int datasync, struct fuse_file_info *f
   return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
 }
 
+// trusted.* xattrs are for CAP_SYS_ADMIN only: the daemon has it, its callers may not.
+static inline int hidden_from_caller (const char *name) {
+  return strncmp(name, "trusted.", 8) == 0 && fuse_get_context()->uid != 0;
+}
+
 static int pt_getxattr (const char *path, const char *name, char *value, size_t size) {
+  if (hidden_from_caller(name)) return -ENODATA;
   char p[PATH_MAX];
   int err = full(p, sizeof(p), path);
   if (err) return err;
@@ -149,8 +156,27 @@ static int pt_listxattr (const char *path, char *list, size_t size) {
   char p[PATH_MAX];
   int err = full(p, sizeof(p), path);
   if (err) return err;
-  ssize_t n = llistxattr(p, size ? list : NULL, size);
-  return n < 0 ? -errno : (int) n;
+  if (fuse_get_context()->uid == 0) {
+    ssize_t n = llistxattr(p, size ? list : NULL, size);
+    return n < 0 ? -errno : (int) n;
+  }
+  // Not root: the list without trusted.* names, filtered in a buffer of our own.
+  char all[XATTR_LIST_MAX];
+  ssize_t n = llistxattr(p, all, sizeof(all));
+  if (n < 0) return -errno;
+  size_t out = 0;
+  for (ssize_t i = 0; i < n; ) {
+    size_t len = strlen(all + i) + 1;
+    if (!hidden_from_caller(all + i)) {
+      if (size) {
+        if (out + len > size) return -ERANGE;
+        memcpy(list + out, all + i, len);
+      }
+      out += len;
+    }
+    i += (ssize_t) len;
+  }
+  return (int) out;
 }
 
 void rfs_passthrough_ops (struct fuse_operations *ops) {

@@ -66,15 +66,34 @@ static int64_t get_i64 (napi_env env, napi_value v) {
 #define RET(expr) do { j->res = (expr) < 0 ? -errno : 0; } while (0)
 
 // A new node belongs to the caller, not to the daemon. Group: a setgid parent's group wins,
-// as on a local disk; the kernel already gave it to the node, so it differs from ours.
+// as on a local disk (the kernel already gave it to the node). chown clears the setuid and
+// setgid bits, so a mode that has them is set again afterwards, as the caller asked for it.
 static int give_to_caller (int fd, const char *path, int64_t uid, int64_t gid) {
   if (uid < 0) return 0;
-  struct stat st;
+  struct stat st, parent;
   int r = fd >= 0 ? fstat(fd, &st) : lstat(path, &st);
   if (r < 0) return -errno;
-  gid_t g = st.st_gid != getegid() ? (gid_t) -1 : (gid_t) gid;
+
+  gid_t g = (gid_t) gid;
+  const char *slash = strrchr(path, '/');
+  if (slash != NULL) {
+    size_t len = (size_t) (slash - path);
+    char dir[PATH_MAX];
+    if (len == 0) len = 1;
+    if (len < sizeof(dir)) {
+      memcpy(dir, path, len);
+      dir[len] = '\0';
+      if (stat(dir, &parent) == 0 && (parent.st_mode & S_ISGID)) g = (gid_t) -1;
+    }
+  }
+
   r = fd >= 0 ? fchown(fd, (uid_t) uid, g) : lchown(path, (uid_t) uid, g);
-  return r < 0 ? -errno : 0;
+  if (r < 0) return -errno;
+  if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID))) {
+    r = fd >= 0 ? fchmod(fd, st.st_mode & 07777) : chmod(path, st.st_mode & 07777);
+    if (r < 0) return -errno;
+  }
+  return 0;
 }
 
 static void open_as_caller (job_t *j) {
@@ -90,7 +109,7 @@ static void open_as_caller (job_t *j) {
   for (int tries = 0; tries < 8; tries++) {
     int fd = open(j->s1, flags | O_EXCL, mode);
     if (fd >= 0) {
-      int r = give_to_caller(fd, NULL, j->i3, j->i4);
+      int r = give_to_caller(fd, j->s1, j->i3, j->i4);
       if (r < 0) {
         close(fd);
         unlink(j->s1);

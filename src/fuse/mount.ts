@@ -25,6 +25,9 @@ const pinned: unknown[] = []
  * - hard_remove: unlink of an open file unlinks it, rather than renaming it to .fuse_hidden*
  *   (fd-based calls then reach us with a null path, see flag_nullpath_ok in the patch);
  * - use_ino: the source's inode numbers show through, so hard links look like hard links.
+ * attr_timeout stays at libfuse's 1 s: with 0, fstat of an unlinked open file would always
+ * fail (libfuse 2 looks it up by name); with 1 s, attributes seen through one name of a hard
+ * link can lag a change made through another by up to 1 s (README, "Known limits").
  */
 export function mountOptions (allowOther: boolean): string {
   const o = ['fsname=replicafs', 'subtype=replicafs', 'default_permissions', 'big_writes',

@@ -83,8 +83,8 @@ export function makeOps (b: NativeBinding, source: Source, log: Logger, onInit: 
   })
 
   const sFlush = s('flush')
-  on('flush', (l, _op, _path: string | null, fh: number) => {
-    source.flush(fh, res => sFlush(l, res))
+  on('flush', (l, _op, path: string | null, fh: number) => {
+    source.flush(path, fh, caller(l), res => sFlush(l, res))
   })
 
   const sFsync = s('fsync')

@@ -14,6 +14,7 @@ export type Mutation =
   | { op: 'write', path: string | null, fh: number, offset: number, data: Buffer, uid: number, gid: number }
   | { op: 'truncate', path: string | null, fh: number | null, size: number, uid: number, gid: number }
   | { op: 'fsync', path: string | null, fh: number, datasync: boolean, uid: number, gid: number }
+  | { op: 'flush', path: string | null, fh: number, uid: number, gid: number }
   | { op: 'release', path: string | null, fh: number, uid: number, gid: number }
   | { op: 'mkdir', path: string, mode: number, uid: number, gid: number }
   | { op: 'mknod', path: string, mode: number, rdev: number, uid: number, gid: number }

@@ -5,6 +5,8 @@ import { NO_OWNER, Op, type Done, type Sys } from './sys'
 
 const O_ACCMODE = 3
 const O_TRUNC = 0o1000
+/** trusted.* xattrs need CAP_SYS_ADMIN: the daemon has it, a caller other than root may not. */
+const TRUSTED = 'trusted.'
 
 /** The caller of a FUSE request, as the kernel reported it. */
 export interface Caller { uid: number, gid: number }
@@ -93,9 +95,13 @@ export class Source {
     })
   }
 
-  flush (_fh: number, done: Done): void {
-    // Writes go to the source with pwrite as they come: there is nothing buffered to flush.
-    done(0)
+  /**
+   * close(2) of a descriptor: nothing is buffered on the source (writes go out with pwrite),
+   * but close(2) waits for this answer and not for release's, so it is where replicas publish
+   * a file written under a temp name (an FTP server's "226 Transfer complete" follows it).
+   */
+  flush (path: string | null, fh: number, c: Caller, done: Done): void {
+    this.#commit(0, { op: 'flush', path, fh, uid: c.uid, gid: c.gid }, done)
   }
 
   fsync (path: string | null, fh: number, datasync: boolean, c: Caller, done: Done): void {
@@ -204,6 +210,7 @@ export class Source {
   }
 
   setxattr (path: string, name: string, value: Buffer, size: number, flags: number, c: Caller, done: Done): void {
+    if (c.uid !== 0 && name.startsWith(TRUSTED)) return done(-E.EPERM)
     this.#sys.call(Op.setxattr, this.#p(path), name, flags, size, 0, 0, value, (res: number) => {
       if (res < 0) return done(res)
       this.#commit(res, { op: 'setxattr', path, name, value: value.subarray(0, size), flags, uid: c.uid, gid: c.gid }, done)
@@ -211,6 +218,7 @@ export class Source {
   }
 
   removexattr (path: string, name: string, c: Caller, done: Done): void {
+    if (c.uid !== 0 && name.startsWith(TRUSTED)) return done(-E.EPERM)
     this.#sys.call(Op.removexattr, this.#p(path), name, 0, 0, 0, 0, null, (res: number) => {
       if (res < 0) return done(res)
       this.#commit(res, { op: 'removexattr', path, name, uid: c.uid, gid: c.gid }, done)

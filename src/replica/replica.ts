@@ -1,0 +1,65 @@
+/**
+ * A replica: a directory somewhere (a local disk, a backup host over SFTP) that is kept equal
+ * to the source. Its operations are the primitives the applier (src/replication/applier.ts)
+ * turns mutations into; they take byte-string paths relative to the replica's root ('/a/b',
+ * latin1, the same encoding as Mutation paths). Every implementation refuses a path with a
+ * '.' or '..' component, so nothing from the source can name a file outside the root.
+ *
+ * Errors reject with a ReplicaError: an errno for what the replica said about the file, and
+ * whether the failure is of the connection (transient: retry later) or of the request.
+ */
+export interface Replica {
+  readonly url: string
+  /** Connects (or reconnects). Rejects with a ReplicaError; `permanent` ones need a human. */
+  connect (): Promise<void>
+  close (): Promise<void>
+
+  openWrite (path: string, create: boolean, truncate: boolean, mode: number): Promise<RemoteHandle>
+  write (h: RemoteHandle, offset: number, data: Buffer): Promise<void>
+  closeHandle (h: RemoteHandle): Promise<void>
+  fsync (h: RemoteHandle): Promise<void>
+  ftruncate (h: RemoteHandle, size: number): Promise<void>
+  truncate (path: string, size: number): Promise<void>
+  mkdir (path: string, mode: number): Promise<void>
+  rmdir (path: string): Promise<void>
+  unlink (path: string): Promise<void>
+  /** Atomic replace of `to`, as rename(2). */
+  rename (from: string, to: string): Promise<void>
+  symlink (target: string, path: string): Promise<void>
+  link (from: string, to: string): Promise<void>
+  mkfifo (path: string, mode: number): Promise<void>
+  chmod (path: string, mode: number): Promise<void>
+  chown (path: string, uid: number, gid: number): Promise<void>
+  /** Whole seconds on SFTP; `null` leaves that time as it is. */
+  utimes (path: string, atime: number | null, mtime: number | null): Promise<void>
+  lstat (path: string): Promise<RemoteStat | null>
+}
+
+export interface RemoteHandle { readonly path: string }
+
+export interface RemoteStat { mode: number, uid: number, gid: number, size: number, atime: number, mtime: number }
+
+export class ReplicaError extends Error {
+  readonly errno: number
+  /** The connection failed (not the request): the replica is offline until it reconnects. */
+  readonly transient: boolean
+  /** Needs a human: a bad key, a changed host key. Retrying will not help. */
+  readonly permanent: boolean
+  constructor (message: string, errno: number, kind: 'request' | 'transient' | 'permanent' = 'request') {
+    super(message)
+    this.name = 'ReplicaError'
+    this.errno = errno
+    this.transient = kind === 'transient'
+    this.permanent = kind === 'permanent'
+  }
+}
+
+const DOT_COMPONENT = /(^|\/)\.\.?(\/|$)/
+
+/** Joins a replica root and a mutation path, refusing anything that could leave the root. */
+export function confine (root: string, path: string): string {
+  if (path[0] !== '/' || DOT_COMPONENT.test(path) || path.includes('//') || path.includes('\0')) {
+    throw new ReplicaError(`refusing path ${JSON.stringify(path)}: it could leave the replica root`, 22)
+  }
+  return path === '/' ? root : root + path
+}

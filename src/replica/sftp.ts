@@ -1,0 +1,365 @@
+import { readFile } from 'node:fs/promises'
+import { homedir, userInfo } from 'node:os'
+import { join } from 'node:path'
+import { Client, type SFTPWrapper } from 'ssh2'
+import { E } from '../errors'
+import type { Logger } from '../log'
+import { checkHostKey, fingerprint, hostName } from './knownhosts'
+import { confine, ReplicaError, type RemoteHandle, type RemoteStat, type Replica } from './replica'
+
+/** SFTP status codes (draft-ietf-secsh-filexfer-02) to errno: sshfs's sftp_error_to_errno. */
+const STATUS_ERRNO: Record<number, number> = {
+  0: 0,
+  1: E.ENODATA, // EOF
+  2: E.ENOENT, // NO_SUCH_FILE
+  3: E.EACCES, // PERMISSION_DENIED
+  4: E.EPERM, // FAILURE
+  5: E.EBADMSG, // BAD_MESSAGE
+  6: E.ENOTCONN, // NO_CONNECTION
+  7: E.ECONNABORTED, // CONNECTION_LOST
+  8: E.EOPNOTSUPP, // OP_UNSUPPORTED
+}
+
+/**
+ * How a failure of ssh2 is classified, once: by `err.level` for connection errors (ssh2 tags
+ * them), by SFTP status for request errors.
+ */
+const LEVEL_KIND: Record<string, 'transient' | 'permanent'> = {
+  'client-socket': 'transient',
+  'client-timeout': 'transient',
+  'client-dns': 'transient',
+  'protocol': 'transient',
+  'handshake': 'permanent',
+  'client-authentication': 'permanent',
+}
+
+/** The extensions replication relies on, and what their absence costs. */
+const EXTENSIONS: Array<[string, string]> = [
+  ['posix-rename@openssh.com', 'rename over an existing file is not atomic (unlink, then rename)'],
+  ['hardlink@openssh.com', 'hard links are replicated as separate copies'],
+  ['fsync@openssh.com', "a writer's fsync does not reach the replica's disk"],
+  ['lsetstat@openssh.com', 'owner and times of symlinks are not replicated'],
+]
+
+export interface SftpOptions {
+  url: string
+  user: string | null
+  host: string
+  port: number
+  root: string
+  /** Private key files to try, in order (the first that exists is used). */
+  identities: string[]
+  knownHosts: string
+  /** Connect and handshake deadline, ms. */
+  timeoutMs: number
+  log: Logger
+}
+
+export function defaultIdentities (): string[] {
+  return [join(homedir(), '.ssh', 'id_ed25519'), join(homedir(), '.ssh', 'id_rsa')]
+}
+
+export function defaultKnownHosts (): string {
+  return join(homedir(), '.ssh', 'known_hosts')
+}
+
+/**
+ * Paths over SFTP travel as UTF-8 strings (ssh2 encodes them): a byte-string path converts
+ * exactly when its bytes are valid UTF-8. Other names cannot be spelled over ssh2's SFTP.
+ */
+function wire (bytes: string): string {
+  const utf8 = Buffer.from(bytes, 'latin1').toString('utf8')
+  if (Buffer.from(utf8, 'utf8').toString('latin1') !== bytes) {
+    throw new ReplicaError(`name ${JSON.stringify(bytes)} is not valid UTF-8: SFTP replicas cannot carry it`, E.EILSEQ)
+  }
+  return utf8
+}
+
+export class SftpReplica implements Replica {
+  readonly url: string
+  readonly #o: SftpOptions
+  readonly #root: string
+  #client: Client | null = null
+  #sftp: SFTPWrapper | null = null
+  #extensions = new Set<string>()
+  #warned = new Set<string>()
+
+  constructor (o: SftpOptions) {
+    this.url = o.url
+    this.#o = o
+    this.#root = Buffer.from(o.root, 'utf8').toString('latin1')
+  }
+
+  /** The extensions the server lacks, with their cost: for the operator, once per connect. */
+  missingExtensions (): string[] {
+    return EXTENSIONS.filter(([name]) => !this.#extensions.has(name)).map(([name, cost]) => `${name} (${cost})`)
+  }
+
+  #p (path: string): string {
+    return wire(confine(this.#root, path))
+  }
+
+  async connect (): Promise<void> {
+    await this.close()
+    const o = this.#o
+    let key: Buffer | null = null
+    let keyFile = ''
+    for (const file of o.identities) {
+      try {
+        key = await readFile(file)
+        keyFile = file
+        break
+      } catch {}
+    }
+    if (key === null) {
+      throw new ReplicaError(`${this.url}: no identity file (tried ${o.identities.join(', ')})`, E.ENOENT, 'permanent')
+    }
+    let knownHosts: string
+    try {
+      knownHosts = await readFile(o.knownHosts, 'utf8')
+    } catch {
+      knownHosts = ''
+    }
+
+    const client = new Client()
+    let hostProblem: string | null = null
+    const username = o.user ?? userInfo().username
+    await new Promise<void>((resolve, reject) => {
+      const fail = (err: Error & { level?: string }) => {
+        client.removeAllListeners('ready')
+        if (hostProblem !== null) return reject(new ReplicaError(hostProblem, E.EACCES, 'permanent'))
+        const kind = LEVEL_KIND[err.level ?? ''] ?? 'transient'
+        const what = err.level === 'client-authentication'
+          ? `the server refused the key ${keyFile} for user ${username}`
+          : err.message
+        reject(new ReplicaError(`${this.url}: ${what}`, kind === 'permanent' ? E.EACCES : E.ECONNREFUSED, kind))
+      }
+      client.once('error', fail)
+      client.once('ready', () => {
+        client.removeListener('error', fail)
+        resolve()
+      })
+      try {
+        client.connect({
+          host: o.host,
+          port: o.port,
+          username,
+          privateKey: key as Buffer,
+          readyTimeout: o.timeoutMs,
+          keepaliveInterval: 5000,
+          keepaliveCountMax: 3,
+          hostVerifier: (offered: Buffer) => {
+            const verdict = checkHostKey(knownHosts, o.host, o.port, offered)
+            if (verdict === 'match') return true
+            const fp = fingerprint(offered)
+            const name = hostName(o.host, o.port)
+            hostProblem = verdict === 'mismatch'
+              ? `${this.url}: the host key of ${name} has CHANGED (offered ${fp}); it does not match ${o.knownHosts}. Refusing to connect.`
+              : verdict === 'revoked'
+                ? `${this.url}: the host key of ${name} (${fp}) is marked @revoked in ${o.knownHosts}`
+                : `${this.url}: ${name} is not in ${o.knownHosts} (offered ${fp}); add its key there (ssh-keyscan, checked out of band) to trust it`
+            return false
+          },
+        })
+      } catch (err) {
+        reject(new ReplicaError(`${this.url}: ${(err as Error).message}`, E.EINVAL, 'permanent'))
+      }
+    })
+    client.setNoDelay(true)
+    client.on('error', err => o.log.warn('replica', `${this.url}: ${err.message}`))
+    client.on('close', () => {
+      if (this.#client === client) {
+        this.#client = null
+        this.#sftp = null
+      }
+    })
+    const sftp = await new Promise<SFTPWrapper>((resolve, reject) => client.sftp((err, s) => err ? reject(new ReplicaError(`${this.url}: cannot open the sftp subsystem: ${err.message}`, E.EIO, 'transient')) : resolve(s)))
+    this.#client = client
+    this.#sftp = sftp
+    this.#extensions = new Set(Object.keys((sftp as unknown as { _extensions: Record<string, string> })._extensions ?? {}))
+  }
+
+  get connected (): boolean {
+    return this.#sftp !== null
+  }
+
+  async close (): Promise<void> {
+    const c = this.#client
+    this.#client = null
+    this.#sftp = null
+    c?.end()
+  }
+
+  #s (): SFTPWrapper {
+    if (this.#sftp === null) throw new ReplicaError(`${this.url}: not connected`, E.ENOTCONN, 'transient')
+    return this.#sftp
+  }
+
+  /** Runs one SFTP request, mapping its status to an errno, and a lost connection to transient. */
+  #req<T> (what: string, fn: (s: SFTPWrapper, cb: (err: (Error & { code?: number | string }) | null | undefined, value?: T) => void) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let s: SFTPWrapper
+      try {
+        s = this.#s()
+      } catch (err) {
+        reject(err)
+        return
+      }
+      try {
+        fn(s, (err, value) => {
+          if (!err) return resolve(value as T)
+          const status = typeof err.code === 'number' ? err.code : undefined
+          const errno = status !== undefined ? (STATUS_ERRNO[status] ?? E.EIO) : E.ECONNABORTED
+          const transient = status === undefined || status === 6 || status === 7
+          reject(new ReplicaError(`${this.url}: ${what}: ${err.message}`, errno, transient ? 'transient' : 'request'))
+        })
+      } catch (err) {
+        reject(err instanceof ReplicaError ? err : new ReplicaError(`${this.url}: ${what}: ${(err as Error).message}`, E.EIO))
+      }
+    })
+  }
+
+  #warnOnce (key: string, message: string): void {
+    if (this.#warned.has(key)) return
+    this.#warned.add(key)
+    this.#o.log.warn('replica', `${this.url}: ${message}`)
+  }
+
+  async openWrite (path: string, create: boolean, truncate: boolean, mode: number): Promise<RemoteHandle> {
+    const p = this.#p(path)
+    // SSH2_FXF_WRITE | CREAT | TRUNC
+    const flags = 0x02 | (create ? 0x08 : 0) | (truncate ? 0x10 : 0)
+    const handle = await this.#req<Buffer>(`open ${path}`, (s, cb) => s.open(p, flags, { mode: mode & 0o7777 }, cb as never))
+    return new SftpHandle(path, handle)
+  }
+
+  write (h: RemoteHandle, offset: number, data: Buffer): Promise<void> {
+    return this.#req(`write ${h.path}`, (s, cb) => s.write((h as SftpHandle).handle, data, 0, data.length, offset, cb))
+  }
+
+  closeHandle (h: RemoteHandle): Promise<void> {
+    return this.#req(`close ${h.path}`, (s, cb) => s.close((h as SftpHandle).handle, cb))
+  }
+
+  async fsync (h: RemoteHandle): Promise<void> {
+    if (!this.#extensions.has('fsync@openssh.com')) return
+    await this.#req(`fsync ${h.path}`, (s, cb) => s.ext_openssh_fsync((h as SftpHandle).handle, cb))
+  }
+
+  ftruncate (h: RemoteHandle, size: number): Promise<void> {
+    return this.#req(`truncate ${h.path}`, (s, cb) => s.fsetstat((h as SftpHandle).handle, { size }, cb))
+  }
+
+  truncate (path: string, size: number): Promise<void> {
+    const p = this.#p(path)
+    return this.#req(`truncate ${path}`, (s, cb) => s.setstat(p, { size }, cb))
+  }
+
+  async mkdir (path: string, mode: number): Promise<void> {
+    const p = this.#p(path)
+    await this.#req(`mkdir ${path}`, (s, cb) => s.mkdir(p, { mode: mode & 0o7777 }, cb))
+    // sftp-server applies its own umask to mkdir's mode: set it exactly.
+    await this.#req(`chmod ${path}`, (s, cb) => s.chmod(p, mode & 0o7777, cb))
+  }
+
+  rmdir (path: string): Promise<void> {
+    const p = this.#p(path)
+    return this.#req(`rmdir ${path}`, (s, cb) => s.rmdir(p, cb))
+  }
+
+  unlink (path: string): Promise<void> {
+    const p = this.#p(path)
+    return this.#req(`unlink ${path}`, (s, cb) => s.unlink(p, cb))
+  }
+
+  async rename (from: string, to: string): Promise<void> {
+    const a = this.#p(from)
+    const b = this.#p(to)
+    if (this.#extensions.has('posix-rename@openssh.com')) {
+      await this.#req(`rename ${from}`, (s, cb) => s.ext_openssh_rename(a, b, cb))
+      return
+    }
+    // Plain SFTP rename refuses an existing target.
+    await this.#req(`unlink ${to}`, (s, cb) => s.unlink(b, cb)).catch(() => {})
+    await this.#req(`rename ${from}`, (s, cb) => s.rename(a, b, cb))
+  }
+
+  symlink (target: string, path: string): Promise<void> {
+    const p = this.#p(path)
+    const t = wire(target)
+    // OpenSSH's sftp-server takes SYMLINK's arguments in the opposite order of the draft,
+    // and ssh2 follows OpenSSH: (targetPath, linkPath).
+    return this.#req(`symlink ${path}`, (s, cb) => s.symlink(t, p, cb))
+  }
+
+  async link (from: string, to: string): Promise<void> {
+    const a = this.#p(from)
+    const b = this.#p(to)
+    if (!this.#extensions.has('hardlink@openssh.com')) {
+      throw new ReplicaError(`${this.url}: the server lacks hardlink@openssh.com`, E.EOPNOTSUPP)
+    }
+    await this.#req(`link ${to}`, (s, cb) => s.ext_openssh_hardlink(a, b, cb))
+  }
+
+  async mkfifo (path: string): Promise<void> {
+    this.#warnOnce('mkfifo', `SFTP cannot make fifos: ${path} and any later fifo are not replicated`)
+  }
+
+  chmod (path: string, mode: number): Promise<void> {
+    const p = this.#p(path)
+    return this.#req(`chmod ${path}`, (s, cb) => s.chmod(p, mode & 0o7777, cb))
+  }
+
+  async chown (path: string, uid: number, gid: number): Promise<void> {
+    const p = this.#p(path)
+    const attrs: { uid?: number, gid?: number } = {}
+    if (uid !== 0xffffffff && uid !== -1) attrs.uid = uid
+    if (gid !== 0xffffffff && gid !== -1) attrs.gid = gid
+    try {
+      if (this.#extensions.has('lsetstat@openssh.com')) {
+        await this.#req(`chown ${path}`, (s, cb) => s.ext_openssh_lsetstat(p, attrs as never, cb))
+      } else {
+        await this.#req(`chown ${path}`, (s, cb) => s.setstat(p, attrs as never, cb))
+      }
+    } catch (err) {
+      if (err instanceof ReplicaError && (err.errno === E.EPERM || err.errno === E.EACCES)) {
+        this.#warnOnce('chown', `this account may not chown (${path}): owners are not replicated`)
+        return
+      }
+      throw err
+    }
+  }
+
+  async utimes (path: string, atime: number | null, mtime: number | null): Promise<void> {
+    const p = this.#p(path)
+    let a = atime
+    let m = mtime
+    if (a === null || m === null) {
+      const st = await this.lstat(path)
+      if (st === null) throw new ReplicaError(`${this.url}: utimes ${path}: no such file`, E.ENOENT)
+      a ??= st.atime
+      m ??= st.mtime
+    }
+    const attrs = { atime: Math.floor(a), mtime: Math.floor(m) }
+    if (this.#extensions.has('lsetstat@openssh.com')) {
+      await this.#req(`utimes ${path}`, (s, cb) => s.ext_openssh_lsetstat(p, attrs, cb))
+    } else {
+      await this.#req(`utimes ${path}`, (s, cb) => s.setstat(p, attrs, cb))
+    }
+  }
+
+  async lstat (path: string): Promise<RemoteStat | null> {
+    const p = this.#p(path)
+    try {
+      const st = await this.#req<{ mode: number, uid: number, gid: number, size: number, atime: number, mtime: number }>(`lstat ${path}`, (s, cb) => s.lstat(p, cb as never))
+      return { mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, atime: st.atime, mtime: st.mtime }
+    } catch (err) {
+      if (err instanceof ReplicaError && err.errno === E.ENOENT) return null
+      throw err
+    }
+  }
+}
+
+class SftpHandle implements RemoteHandle {
+  constructor (readonly path: string, readonly handle: Buffer) {}
+}

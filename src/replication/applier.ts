@@ -1,0 +1,249 @@
+import { randomBytes } from 'node:crypto'
+import { E } from '../errors'
+import type { RemoteHandle, Replica } from '../replica/replica'
+import { ReplicaError } from '../replica/replica'
+import { UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
+
+/** A file opened for writing through the mount, as the replica sees it. */
+interface OpenFile {
+  /** Where the file lives (or will, once published). null: unlinked on the source. */
+  path: string | null
+  /** The hidden name it is being written under, until published. */
+  temp: string | null
+  handle: Promise<RemoteHandle> | null
+}
+
+export interface ApplierOptions {
+  /** Write new and truncated files under a temp name and publish on close (default). */
+  atomicPublish: boolean
+  /** The daemon's own uid/gid: nodes made by it need no chown on the replica. */
+  daemonUid: number
+  daemonGid: number
+}
+
+const TEMP_PREFIX = '.replicafs.'
+const TEMP_SUFFIX = '.tmp'
+
+/** True for the hidden names replicafs writes under; a restart's cleanup removes them. */
+export function isTempName (name: string): boolean {
+  return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX)
+}
+
+function tempFor (path: string): string {
+  const dir = path.slice(0, path.lastIndexOf('/') + 1)
+  return `${dir}${TEMP_PREFIX}${randomBytes(8).toString('hex')}${TEMP_SUFFIX}`
+}
+
+function under (path: string, dir: string): boolean {
+  return path.length > dir.length && path.startsWith(dir) && path[dir.length] === '/'
+}
+
+function seconds (t: Timespec, now: number): number | null {
+  if (t.nsec === UTIME_OMIT) return null
+  if (t.nsec === UTIME_NOW) return now
+  return t.sec
+}
+
+/**
+ * Turns mutations into a replica's primitives, in order, for one replica. It owns the
+ * replica's open handles (one per file opened through the mount) and the publish rule:
+ * a file created, or opened with O_TRUNC, is written under a hidden temp name in the same
+ * directory and renamed into place (atomically) at its first flush or at release, so readers
+ * on the backup never see a half-written file. Calls on a path that is still being written
+ * (chmod, utimens, a rename of it or of its directory, unlink) follow the temp file.
+ *
+ * `apply` must be called one mutation at a time, in the source's order.
+ */
+export class Applier {
+  readonly #r: Replica
+  readonly #o: ApplierOptions
+  readonly #open = new Map<number, OpenFile>()
+
+  constructor (replica: Replica, o: ApplierOptions) {
+    this.#r = replica
+    this.#o = o
+  }
+
+  /**
+   * After a reconnect the server has closed every handle: reopen lazily, in place (a file
+   * still being written goes on under the same temp name).
+   */
+  reset (): void {
+    for (const f of this.#open.values()) f.handle = null
+  }
+
+  /** The file being written under a temp name for `path`, if any. */
+  #pending (path: string): OpenFile | undefined {
+    for (const f of this.#open.values()) if (f.temp !== null && f.path === path) return f
+    return undefined
+  }
+
+  /** Where a path-based call on `path` must go: the temp file while it is unpublished. */
+  #target (path: string): string {
+    return this.#pending(path)?.temp ?? path
+  }
+
+  async #owner (path: string, uid: number, gid: number): Promise<void> {
+    if (uid === this.#o.daemonUid && gid === this.#o.daemonGid) return
+    await this.#r.chown(path, uid, gid)
+  }
+
+  async #startFile (fh: number, path: string, mode: number, uid: number, gid: number): Promise<void> {
+    const r = this.#r
+    const atomic = this.#o.atomicPublish
+    const name = atomic ? tempFor(path) : path
+    const f: OpenFile = { path, temp: atomic ? name : null, handle: null }
+    this.#open.set(fh, f)
+    f.handle = r.openWrite(name, true, true, mode)
+    const h = await f.handle
+    // The server's umask may have narrowed the mode.
+    if ((mode & 0o7022) !== 0) await r.chmod(h.path, mode)
+    await this.#owner(h.path, uid, gid)
+  }
+
+  async #publish (f: OpenFile): Promise<void> {
+    if (f.temp === null) return
+    const temp = f.temp
+    f.temp = null
+    if (f.path === null) await this.#r.unlink(temp)
+    else await this.#r.rename(temp, f.path)
+  }
+
+  #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {
+    let f = this.#open.get(fh)
+    if (f === undefined) {
+      // Opened before this applier knew it (a restart, a catch-up): write in place.
+      if (path === null) return null
+      f = { path, temp: null, handle: null }
+      this.#open.set(fh, f)
+    }
+    if (f.handle === null) {
+      const p = f.temp ?? f.path
+      if (p === null) return null
+      f.handle = this.#r.openWrite(p, true, false, 0o644)
+    }
+    return f.handle
+  }
+
+  async apply (m: Mutation): Promise<void> {
+    const r = this.#r
+    switch (m.op) {
+      case 'create': {
+        this.#closeStale(m.fh)
+        return this.#startFile(m.fh, m.path, m.mode, m.uid, m.gid)
+      }
+      case 'open-truncate': {
+        this.#closeStale(m.fh)
+        if (!this.#o.atomicPublish) {
+          const handle = r.openWrite(m.path, true, true, 0o644)
+          this.#open.set(m.fh, { path: m.path, temp: null, handle })
+          await handle
+          return
+        }
+        const st = await r.lstat(m.path)
+        await this.#startFile(m.fh, m.path, st === null ? 0o644 : st.mode & 0o7777, st?.uid ?? this.#o.daemonUid, st?.gid ?? this.#o.daemonGid)
+        return
+      }
+      case 'write': {
+        const h = this.#handleFor(m.fh, m.path)
+        if (h === null) return
+        return r.write(await h, m.offset, m.data)
+      }
+      case 'truncate': {
+        if (m.fh !== null) {
+          const h = this.#handleFor(m.fh, m.path)
+          if (h !== null) return r.ftruncate(await h, m.size)
+          return
+        }
+        if (m.path !== null) return r.truncate(this.#target(m.path), m.size)
+        return
+      }
+      case 'fsync': {
+        const f = this.#open.get(m.fh)
+        if (f?.handle) return r.fsync(await f.handle)
+        return
+      }
+      case 'flush': {
+        const f = this.#open.get(m.fh)
+        if (f?.temp == null) return
+        await f.handle
+        return this.#publish(f)
+      }
+      case 'release': {
+        const f = this.#open.get(m.fh)
+        if (f === undefined) return
+        this.#open.delete(m.fh)
+        if (f.handle !== null) {
+          const h = await f.handle
+          await r.closeHandle(h)
+        }
+        return this.#publish(f)
+      }
+      case 'mkdir':
+        await r.mkdir(m.path, m.mode)
+        return this.#owner(m.path, m.uid, m.gid)
+      case 'mknod':
+        if ((m.mode & 0o170000) !== 0o010000) throw new ReplicaError(`mknod ${m.path}: only fifos are replicated`, E.EOPNOTSUPP)
+        await r.mkfifo(m.path, m.mode)
+        return this.#owner(m.path, m.uid, m.gid)
+      case 'symlink':
+        await r.symlink(m.target, m.path)
+        return this.#owner(m.path, m.uid, m.gid)
+      case 'link': {
+        // A hard link to a file still being written: publish it first, links need the name.
+        const f = this.#pending(m.from)
+        if (f !== undefined) {
+          await f.handle
+          await this.#publish(f)
+        }
+        return r.link(m.from, m.path)
+      }
+      case 'rename': {
+        const moving = this.#pending(m.from)
+        for (const f of this.#open.values()) {
+          if (f.path === null) continue
+          if (f.path === m.path && f !== moving && f.temp !== null) {
+            f.path = null // replaced on the source before it was ever published
+            continue
+          }
+          if (f.path === m.from) f.path = m.path
+          else if (under(f.path, m.from)) f.path = m.path + f.path.slice(m.from.length)
+          if (f.temp !== null && under(f.temp, m.from)) f.temp = m.path + f.temp.slice(m.from.length)
+        }
+        // Not yet on the replica under its name: it lands at the new name when published.
+        if (moving !== undefined) return
+        return r.rename(m.from, m.path)
+      }
+      case 'unlink': {
+        const f = this.#pending(m.path)
+        if (f !== undefined) {
+          f.path = null
+          return
+        }
+        return r.unlink(m.path)
+      }
+      case 'rmdir':
+        return r.rmdir(m.path)
+      case 'chmod':
+        return r.chmod(this.#target(m.path), m.mode)
+      case 'chown':
+        return r.chown(this.#target(m.path), m.owner, m.group)
+      case 'utimens': {
+        const now = Math.floor(Date.now() / 1000)
+        return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
+      }
+      case 'setxattr':
+      case 'removexattr':
+        // xattrs stay local: SFTP v3 has no way to carry them.
+        return
+    }
+  }
+
+  /** A descriptor number reused by the source after a release we never saw. */
+  #closeStale (fh: number): void {
+    const f = this.#open.get(fh)
+    if (f === undefined) return
+    this.#open.delete(fh)
+    f.handle?.then(h => this.#r.closeHandle(h)).catch(() => {})
+  }
+}

@@ -1,0 +1,247 @@
+import { E } from '../errors'
+import type { Logger } from '../log'
+import { ReplicaError, type Replica } from '../replica/replica'
+import { Applier, type ApplierOptions } from './applier'
+import type { Mutation, ReplicationHook } from './mutation'
+
+export type Mode = 'sync' | 'async'
+
+export type LinkState = 'in sync' | 'catching up' | 'degraded' | 'offline' | 'failed'
+
+export interface ReplicatorOptions {
+  mode: Mode
+  /** Replicas that must have applied a change before a sync call answers. 1..replicas. */
+  quorum: number
+  /** Sync mode: how long a call waits for the quorum, ms; a replica slower than this is degraded. */
+  timeoutMs: number
+  /** Bytes of changes held for one replica before it is switched to a resync instead. */
+  queueMaxBytes: number
+  applier: ApplierOptions
+  log: Logger
+}
+
+interface Rec {
+  seq: number
+  m: Mutation
+  bytes: number
+  acks: number
+  fails: number
+  waiter: { resolve: () => void, reject: (err: Error) => void, timer: NodeJS.Timeout } | null
+}
+
+/** One replica, its applier, and the changes it has yet to apply, in order. */
+class Link {
+  readonly replica: Replica
+  readonly applier: Applier
+  readonly queue: Rec[] = []
+  queuedBytes = 0
+  state: LinkState = 'in sync'
+  connected = true
+  running = false
+  appliedSeq = 0
+  backoffMs = 0
+  lastError: { message: string, at: Date } | null = null
+  /** Too far behind: what it missed must be resynced (reconcile), not replayed. */
+  needsResync = false
+
+  constructor (replica: Replica, o: ApplierOptions) {
+    this.replica = replica
+    this.applier = new Applier(replica, o)
+  }
+}
+
+const BACKOFF_MIN_MS = 250
+const BACKOFF_MAX_MS = 30_000
+
+/** Errors that say the change is already there: re-applying after a reconnect is harmless. */
+const ALREADY_DONE: Partial<Record<Mutation['op'], number>> = {
+  mkdir: E.EEXIST,
+  symlink: E.EEXIST,
+  link: E.EEXIST,
+  mknod: E.EEXIST,
+  unlink: E.ENOENT,
+  rmdir: E.ENOENT,
+}
+
+function dataBytes (m: Mutation): number {
+  return m.op === 'write' ? m.data.length : 0
+}
+
+/**
+ * The replication hook: hands each change to every replica's link, in the source's order.
+ *
+ * sync: the call answers once `quorum` replicas applied the change. A replica that fails the
+ * change or passes the deadline is degraded: it keeps its queue and catches up in the
+ * background. The call fails with EIO only when the quorum can no longer be met (the source
+ * keeps the change, and every replica that missed it still gets it).
+ *
+ * async: the call answers at once; each link ships in the background.
+ */
+export class Replicator implements ReplicationHook {
+  readonly #o: ReplicatorOptions
+  readonly #links: Link[]
+  #seq = 0
+
+  constructor (replicas: Replica[], o: ReplicatorOptions) {
+    if (o.quorum < 1 || o.quorum > replicas.length) {
+      throw new TypeError(`quorum ${o.quorum} must be between 1 and the number of replicas (${replicas.length})`)
+    }
+    this.#o = o
+    this.#links = replicas.map(r => new Link(r, o.applier))
+  }
+
+  get links (): readonly Link[] {
+    return this.#links
+  }
+
+  apply (m: Mutation): void | Promise<void> {
+    const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
+    if (this.#o.mode === 'async') detach(rec)
+    for (const link of this.#links) this.#enqueue(link, rec)
+    if (this.#o.mode === 'async') return
+    if (rec.acks >= this.#o.quorum) return
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.#deadline(rec), this.#o.timeoutMs)
+      rec.waiter = { resolve, reject, timer }
+    })
+  }
+
+  /** Resolves when every replica has applied every change made so far (or failed for good). */
+  async drain (timeoutMs: number): Promise<boolean> {
+    const target = this.#seq
+    const end = Date.now() + timeoutMs
+    while (Date.now() < end) {
+      if (this.#links.every(l => l.appliedSeq >= target || l.state === 'failed' || l.needsResync)) return true
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    return false
+  }
+
+  #enqueue (link: Link, rec: Rec): void {
+    if (link.state === 'failed' || link.needsResync) {
+      rec.fails++
+      return
+    }
+    link.queue.push(rec)
+    link.queuedBytes += rec.bytes
+    if (link.queuedBytes > this.#o.queueMaxBytes) {
+      this.#o.log.error('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
+      link.needsResync = true
+      link.state = 'degraded'
+      for (const r of link.queue.splice(0)) this.#fail(r)
+      link.queuedBytes = 0
+      return
+    }
+    if (!link.running) void this.#run(link)
+  }
+
+  async #run (link: Link): Promise<void> {
+    link.running = true
+    try {
+      while (link.queue.length > 0 && !link.needsResync && link.state !== 'failed') {
+        if (!link.connected) {
+          await this.#reconnect(link)
+          continue
+        }
+        const rec = link.queue[0] as Rec
+        try {
+          await link.applier.apply(rec.m)
+        } catch (err) {
+          if (err instanceof ReplicaError && err.transient) {
+            link.connected = false
+            this.#setError(link, err)
+            if (link.state === 'in sync') link.state = 'offline'
+            continue
+          }
+          if (!(err instanceof ReplicaError && ALREADY_DONE[rec.m.op] === err.errno)) {
+            this.#setError(link, err)
+            this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; the replica now differs from the source on that path`)
+            link.queue.shift()
+            link.queuedBytes -= rec.bytes
+            link.appliedSeq = rec.seq
+            this.#fail(rec)
+            continue
+          }
+        }
+        link.queue.shift()
+        link.queuedBytes -= rec.bytes
+        link.appliedSeq = rec.seq
+        this.#ack(rec)
+      }
+    } finally {
+      link.running = false
+    }
+    if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline') && !link.needsResync) {
+      this.#o.log.info('replica', `${link.replica.url}: caught up, in sync`)
+      link.state = 'in sync'
+    }
+  }
+
+  async #reconnect (link: Link): Promise<void> {
+    if (link.backoffMs > 0) await new Promise(resolve => setTimeout(resolve, link.backoffMs))
+    try {
+      await link.replica.connect()
+      link.applier.reset()
+      link.connected = true
+      link.backoffMs = 0
+      link.state = 'catching up'
+      this.#o.log.info('replica', `${link.replica.url}: reconnected, catching up (${link.queue.length} changes queued)`)
+    } catch (err) {
+      this.#setError(link, err)
+      if (err instanceof ReplicaError && err.permanent) {
+        this.#o.log.error('replica', `${link.replica.url}: ${err.message}; replication to it is stopped`)
+        link.state = 'failed'
+        for (const r of link.queue.splice(0)) this.#fail(r)
+        link.queuedBytes = 0
+        return
+      }
+      link.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, link.backoffMs * 2))
+    }
+  }
+
+  #setError (link: Link, err: unknown): void {
+    link.lastError = { message: err instanceof Error ? err.message : String(err), at: new Date() }
+  }
+
+  #ack (rec: Rec): void {
+    rec.acks++
+    const w = rec.waiter
+    if (w === null || rec.acks < this.#o.quorum) return
+    rec.waiter = null
+    clearTimeout(w.timer)
+    if (rec.acks < this.#links.length) detach(rec)
+    w.resolve()
+  }
+
+  #fail (rec: Rec): void {
+    rec.fails++
+    const w = rec.waiter
+    if (w === null || this.#links.length - rec.fails >= this.#o.quorum) return
+    rec.waiter = null
+    clearTimeout(w.timer)
+    detach(rec)
+    w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} lost on ${rec.m.op}`), { code: 'EIO' }))
+  }
+
+  /** The sync deadline passed: whoever has not applied the change yet is degraded. */
+  #deadline (rec: Rec): void {
+    const w = rec.waiter
+    if (w === null) return
+    rec.waiter = null
+    for (const link of this.#links) {
+      if (link.appliedSeq < rec.seq && link.state !== 'failed') {
+        if (link.state !== 'degraded') this.#o.log.warn('replica', `${link.replica.url}: did not apply ${rec.m.op} within ${this.#o.timeoutMs} ms; degraded, catching up in the background`)
+        link.state = 'degraded'
+      }
+    }
+    detach(rec)
+    if (rec.acks >= this.#o.quorum) w.resolve()
+    else w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`), { code: 'EIO' }))
+  }
+}
+
+/** The call is about to answer while a replica still needs the data: copy it off the kernel's buffer. */
+function detach (rec: Rec): void {
+  const m = rec.m
+  if (m.op === 'write') m.data = Buffer.from(m.data)
+}
