@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds native-deps/build/Release/replicafs_fuse.node: fuse-native 2.2.6's C binding with
-// fuse-native.patch applied, plus src/sysops.c, linked against Debian's libfuse2 (libfuse-dev).
+// fuse-native.patch applied, plus src/local.c, linked against Debian's libfuse2 (libfuse-dev).
 // Idempotent: skips the build when its inputs have not changed since the last one.
 'use strict'
 const { execFileSync } = require('node:child_process')
@@ -31,10 +31,8 @@ const inputs = [
   path.join(upstream, 'fuse-native.c'),
   path.join(here, 'fuse-native.patch'),
   path.join(here, 'binding.gyp'),
-  path.join(here, 'src', 'sysops.c'),
-  path.join(here, 'src', 'sysops.h'),
-  path.join(here, 'src', 'passthrough.c'),
-  path.join(here, 'src', 'passthrough.h'),
+  path.join(here, 'src', 'local.c'),
+  path.join(here, 'src', 'local.h'),
   __filename
 ]
 const hash = crypto.createHash('sha256')

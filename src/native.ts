@@ -3,17 +3,15 @@ import { join } from 'node:path'
 import { EXIT, UserError } from './errors'
 
 /**
- * The addon built from native-deps/ (patched fuse-native binding + sysops). Typed loosely on
- * purpose: src/fuse/ and src/source/sys.ts are the only modules that call into it.
+ * The addon built from native-deps/ (patched fuse-native binding + local.c). Typed loosely on
+ * purpose: src/fuse/ is the only code that calls into it.
  */
 export interface NativeBinding {
   sizeof_fuse_thread_t: number
   fuse_native_mount (mnt: string, opts: string, thread: Buffer, ctx: object,
     malloc: (size: number) => Buffer, handlers: Function[], implemented: Uint32Array,
-    onExit: () => void, root: string): void
+    onExit: () => void, root: string, replicate: boolean): void
   fuse_native_unmount (mnt: string, thread: Buffer): void
-  sys_call (op: number, s1: string | null, s2: string | null, i1: number, i2: number,
-    i3: number, i4: number, buf: ArrayBufferView | null, cb: (res: number) => void): void
   [name: string]: any
 }
 

@@ -6,9 +6,8 @@ import { promisify } from 'node:util'
 import { EXIT, UserError } from '../errors'
 import type { Logger } from '../log'
 import { native } from '../native'
-import type { ReplicationHook } from '../replication/mutation'
-import { Source } from '../source/source'
-import { nativeSys } from '../source/sys'
+import { localOnly, type ReplicationHook } from '../replication/mutation'
+import { Changes } from '../source/changes'
 import { makeOps } from './ops'
 
 const run = promisify(execFile)
@@ -142,17 +141,16 @@ export async function mount (o: MountOptions): Promise<Mounted> {
 
   // The kernel already applied the caller's umask to every mode it sends.
   process.umask(0)
-  const daemon = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }
   // Byte-string form of the root, the same encoding as the paths the binding passes.
   const rootBytes = Buffer.from(root, 'utf8').toString('latin1')
-  const source = new Source(nativeSys(), rootBytes, o.hook, o.log, daemon)
+  const replicate = o.hook !== localOnly
 
   let onInit!: () => void
   const ready = new Promise<void>(resolve => { onInit = resolve })
   let onEnded!: () => void
   const ended = new Promise<void>(resolve => { onEnded = resolve })
 
-  const { handlers, implemented } = makeOps(b, source, o.log, () => onInit())
+  const { handlers, implemented } = makeOps(b, new Changes(o.hook, o.log), o.log, () => onInit())
   const thread = Buffer.alloc(b.sizeof_fuse_thread_t)
   // Thread-locals of each FUSE worker thread: kept referenced for the life of the mount.
   const locals: Buffer[] = []
@@ -163,7 +161,7 @@ export async function mount (o: MountOptions): Promise<Mounted> {
       const buf = Buffer.alloc(size)
       locals.push(buf)
       return buf
-    }, handlers, implemented, () => onEnded(), rootBytes)
+    }, handlers, implemented, () => onEnded(), rootBytes, replicate)
   } catch (err) {
     const why = (err as Error).message === 'fuse failed' ? "libfuse's reason is above" : (err as Error).message
     throw new UserError(`cannot mount ${mountpoint} (${why})`, EXIT.unreachable)

@@ -1,0 +1,452 @@
+// replicafs local: every call is applied to the source directory here, on libfuse's own
+// worker threads (several at once), never on the JS event loop. The calls that change
+// nothing end here. A change that succeeded is then handed to fuse-native's dispatcher into
+// JS, with its result, only when there are replicas: JS turns it into one Mutation and
+// answers when replication allows (sync mode waits for the quorum). Without replicas, no
+// call ever reaches JS, and the mount is a plain C passthrough.
+//
+// Every path libfuse gives is relative to the mount's root ("/a/b"); the source is held open
+// as a directory fd, and each call is the *at() form relative to it, so nothing is built by
+// string concatenation except for the calls with no *at() form (xattrs, truncate).
+//
+// Ordering: the kernel serializes conflicting calls (a directory's entries, a file's writes)
+// before they reach us, and a change is handed to JS before its call answers, so JS sees
+// dependent changes in the order the source applied them.
+//
+// One mount per process: the root fd is process-wide.
+
+#define _GNU_SOURCE
+#define FUSE_USE_VERSION 29
+#include "local.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <linux/limits.h>
+#include <stdint.h>
+#include <unistd.h>
+
+static int root_fd = -1;
+static char root_path[PATH_MAX];
+static size_t root_len = 0;
+static uid_t daemon_uid;
+static gid_t daemon_gid;
+
+// fuse-native's dispatchers into JS, for the changes; used only when replicating.
+static struct fuse_operations js;
+static int replicating = 0;
+
+int rfs_local_init (const char *root, int replicate) {
+  daemon_uid = geteuid();
+  daemon_gid = getegid();
+  replicating = replicate;
+  int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  root_len = strlen(root);
+  if (root_len >= sizeof(root_path)) {
+    close(fd);
+    return -ENAMETOOLONG;
+  }
+  memcpy(root_path, root, root_len + 1);
+  if (root_fd >= 0) close(root_fd);
+  root_fd = fd;
+  return 0;
+}
+
+// "/" is the root itself: the *at() calls then take AT_EMPTY_PATH.
+static inline const char *rel (const char *path) {
+  return path[1] == '\0' ? "" : path + 1;
+}
+
+static int full (char *out, size_t size, const char *path) {
+  size_t len = strlen(path);
+  if (root_len + len + 1 > size) return -ENAMETOOLONG;
+  memcpy(out, root_path, root_len);
+  memcpy(out + root_len, path, len + 1);
+  return 0;
+}
+
+// Where a root-relative call goes: "." for the root itself (for calls without AT_EMPTY_PATH).
+static inline const char *rel_dot (const char *path) {
+  return path[1] == '\0' ? "." : path + 1;
+}
+
+static int pt_getattr (const char *path, struct stat *st) {
+  const char *r = rel(path);
+  int flags = AT_SYMLINK_NOFOLLOW | (*r == '\0' ? AT_EMPTY_PATH : 0);
+  return fstatat(root_fd, r, st, flags) < 0 ? -errno : 0;
+}
+
+static int pt_fgetattr (const char *path, struct stat *st, struct fuse_file_info *fi) {
+  (void) path;
+  return fstat((int) fi->fh, st) < 0 ? -errno : 0;
+}
+
+static int pt_access (const char *path, int mask) {
+  const char *r = rel(path);
+  if (*r == '\0') r = ".";
+  return faccessat(root_fd, r, mask, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int pt_readlink (const char *path, char *buf, size_t size) {
+  if (size == 0) return -EINVAL;
+  ssize_t n = readlinkat(root_fd, rel(path), buf, size - 1);
+  if (n < 0) return -errno;
+  buf[n] = '\0';
+  return 0;
+}
+
+static int pt_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi) {
+  (void) path;
+  ssize_t n = pread((int) fi->fh, buf, size, offset);
+  return n < 0 ? -errno : (int) n;
+}
+
+static int pt_statfs (const char *path, struct statvfs *sv) {
+  (void) path;
+  return fstatvfs(root_fd, sv) < 0 ? -errno : 0;
+}
+
+static int pt_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *fi) {
+  (void) offset;
+  (void) fi;
+  const char *r = rel(path);
+  int fd = openat(root_fd, *r == '\0' ? "." : r, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  DIR *d = fdopendir(fd);
+  if (d == NULL) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_ino = e->d_ino;
+    st.st_mode = (mode_t) DTTOIF(e->d_type);
+    if (filler(buf, e->d_name, &st, 0)) break;
+  }
+  int err = errno;
+  closedir(d);
+  return -err;
+}
+
+static int pt_opendir (const char *path, struct fuse_file_info *fi) {
+  const char *r = rel(path);
+  int fd = openat(root_fd, *r == '\0' ? "." : r, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  fi->fh = (uint64_t) fd;
+  return 0;
+}
+
+static int pt_releasedir (const char *path, struct fuse_file_info *fi) {
+  (void) path;
+  close((int) fi->fh);
+  return 0;
+}
+
+static int pt_fsyncdir (const char *path, int datasync, struct fuse_file_info *fi) {
+  (void) path;
+  int fd = (int) fi->fh;
+  return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+}
+
+// trusted.* xattrs are for CAP_SYS_ADMIN only: the daemon has it, its callers may not.
+static inline int hidden_from_caller (const char *name) {
+  return strncmp(name, "trusted.", 8) == 0 && fuse_get_context()->uid != 0;
+}
+
+static int pt_getxattr (const char *path, const char *name, char *value, size_t size) {
+  if (hidden_from_caller(name)) return -ENODATA;
+  char p[PATH_MAX];
+  int err = full(p, sizeof(p), path);
+  if (err) return err;
+  ssize_t n = lgetxattr(p, name, size ? value : NULL, size);
+  return n < 0 ? -errno : (int) n;
+}
+
+static int pt_listxattr (const char *path, char *list, size_t size) {
+  char p[PATH_MAX];
+  int err = full(p, sizeof(p), path);
+  if (err) return err;
+  if (fuse_get_context()->uid == 0) {
+    ssize_t n = llistxattr(p, size ? list : NULL, size);
+    return n < 0 ? -errno : (int) n;
+  }
+  // Not root: the list without trusted.* names, filtered in a buffer of our own.
+  char all[XATTR_LIST_MAX];
+  ssize_t n = llistxattr(p, all, sizeof(all));
+  if (n < 0) return -errno;
+  size_t out = 0;
+  for (ssize_t i = 0; i < n; ) {
+    size_t len = strlen(all + i) + 1;
+    if (!hidden_from_caller(all + i)) {
+      if (size) {
+        if (out + len > size) return -ERANGE;
+        memcpy(list + out, all + i, len);
+      }
+      out += len;
+    }
+    i += (ssize_t) len;
+  }
+  return (int) out;
+}
+
+// ---- Changes ----------------------------------------------------------------------------
+
+// Hand a change that succeeded locally to JS (when replicating), with its local result.
+#define FORWARD(res, call) do { \
+    if (!replicating) return (res); \
+    rfs_set_result(res); \
+    return call; \
+  } while (0)
+
+static int writable (uint64_t fh) {
+  int fl = fcntl((int) fh, F_GETFL);
+  return fl >= 0 && (fl & O_ACCMODE) != O_RDONLY;
+}
+
+// A new node belongs to the caller, not to the daemon. Group: a setgid parent's group wins,
+// as on a local disk (the kernel gave it to the node already). chown clears the setuid and
+// setgid bits, so a mode that has them is set again, as the caller asked for it.
+static int give_to_caller (int fd, const char *path) {
+  struct fuse_context *c = fuse_get_context();
+  if (c->uid == daemon_uid && c->gid == daemon_gid) return 0;
+  const char *r = rel(path);
+  struct stat st, parent;
+  int res = fd >= 0 ? fstat(fd, &st) : fstatat(root_fd, r, &st, AT_SYMLINK_NOFOLLOW);
+  if (res < 0) return -errno;
+
+  gid_t g = c->gid;
+  const char *slash = strrchr(path, '/');
+  size_t len = (size_t) (slash - path);
+  char dir[PATH_MAX];
+  if (len < sizeof(dir)) {
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+    if (fstatat(root_fd, len == 0 ? "" : dir + 1, &parent, AT_EMPTY_PATH) == 0 && (parent.st_mode & S_ISGID)) g = (gid_t) -1;
+  }
+
+  res = fd >= 0 ? fchown(fd, c->uid, g) : fchownat(root_fd, r, c->uid, g, AT_SYMLINK_NOFOLLOW);
+  if (res < 0) return -errno;
+  if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID))) {
+    res = fd >= 0 ? fchmod(fd, st.st_mode & 07777) : fchmodat(root_fd, r, st.st_mode & 07777, 0);
+    if (res < 0) return -errno;
+  }
+  return 0;
+}
+
+static int ap_open (const char *path, struct fuse_file_info *fi) {
+  int fd = openat(root_fd, rel_dot(path), fi->flags | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  fi->fh = (uint64_t) fd;
+  // Only an open that truncates changes something.
+  if (!replicating || !(fi->flags & O_TRUNC) || (fi->flags & O_ACCMODE) == O_RDONLY) return 0;
+  rfs_set_result(fd);
+  int res = js.open(path, fi);
+  if (res < 0) close(fd);
+  return res;
+}
+
+static int ap_create (const char *path, mode_t mode, struct fuse_file_info *fi) {
+  const char *r = rel(path);
+  struct fuse_context *c = fuse_get_context();
+  int mine = c->uid == daemon_uid && c->gid == daemon_gid;
+  int fd = -1;
+  // Only a node this call creates changes owner: an existing file opened with O_CREAT keeps
+  // its owner. O_EXCL tells the two apart without a race.
+  for (int tries = 0; tries < 8 && fd < 0; tries++) {
+    fd = openat(root_fd, r, fi->flags | O_CREAT | O_CLOEXEC | (mine ? 0 : O_EXCL), mode);
+    if (fd >= 0) {
+      int err = mine ? 0 : give_to_caller(fd, path);
+      if (err < 0) {
+        close(fd);
+        unlinkat(root_fd, r, 0);
+        return err;
+      }
+      break;
+    }
+    if (mine || errno != EEXIST || (fi->flags & O_EXCL)) return -errno;
+    fd = openat(root_fd, r, (fi->flags & ~O_CREAT) | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT) return -errno;
+  }
+  if (fd < 0) return -EAGAIN;
+  fi->fh = (uint64_t) fd;
+  if (!replicating) return 0;
+  rfs_set_result(fd);
+  int res = js.create(path, mode, fi);
+  if (res < 0) close(fd);
+  return res;
+}
+
+static int ap_write (const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  ssize_t n = pwrite((int) fi->fh, buf, size, off);
+  if (n < 0) return -errno;
+  if (n == 0) return 0;
+  FORWARD((int) n, js.write(path, buf, (size_t) n, off, fi));
+}
+
+static int ap_flush (const char *path, struct fuse_file_info *fi) {
+  // Writes went out with pwrite: nothing is buffered here. close(2) waits for this answer,
+  // not release's, so replicas publish a file written under a temp name now.
+  if (!replicating || !writable(fi->fh)) return 0;
+  FORWARD(0, js.flush(path, fi));
+}
+
+static int ap_release (const char *path, struct fuse_file_info *fi) {
+  // The descriptor stays open until JS has the release: its number cannot be reused by
+  // another open (and confuse the replicas' handle tables) before then.
+  if (replicating && writable(fi->fh)) {
+    rfs_set_result(0);
+    js.release(path, fi);
+  }
+  close((int) fi->fh);
+  return 0;
+}
+
+static int ap_fsync (const char *path, int datasync, struct fuse_file_info *fi) {
+  int fd = (int) fi->fh;
+  if ((datasync ? fdatasync(fd) : fsync(fd)) < 0) return -errno;
+  FORWARD(0, js.fsync(path, datasync, fi));
+}
+
+static int ap_truncate (const char *path, off_t size) {
+  char p[PATH_MAX];
+  int err = full(p, sizeof(p), path);
+  if (err) return err;
+  if (truncate(p, size) < 0) return -errno;
+  FORWARD(0, js.truncate(path, size));
+}
+
+static int ap_ftruncate (const char *path, off_t size, struct fuse_file_info *fi) {
+  if (ftruncate((int) fi->fh, size) < 0) return -errno;
+  FORWARD(0, js.ftruncate(path, size, fi));
+}
+
+static int ap_mkdir (const char *path, mode_t mode) {
+  if (mkdirat(root_fd, rel(path), mode) < 0) return -errno;
+  int err = give_to_caller(-1, path);
+  if (err < 0) {
+    unlinkat(root_fd, rel(path), AT_REMOVEDIR);
+    return err;
+  }
+  FORWARD(0, js.mkdir(path, mode));
+}
+
+static int ap_mknod (const char *path, mode_t mode, dev_t dev) {
+  if (mknodat(root_fd, rel(path), mode, dev) < 0) return -errno;
+  int err = give_to_caller(-1, path);
+  if (err < 0) {
+    unlinkat(root_fd, rel(path), 0);
+    return err;
+  }
+  FORWARD(0, js.mknod(path, mode, dev));
+}
+
+static int ap_symlink (const char *target, const char *path) {
+  if (symlinkat(target, root_fd, rel(path)) < 0) return -errno;
+  int err = give_to_caller(-1, path);
+  if (err < 0) {
+    unlinkat(root_fd, rel(path), 0);
+    return err;
+  }
+  FORWARD(0, js.symlink(target, path));
+}
+
+static int ap_link (const char *from, const char *to) {
+  if (linkat(root_fd, rel(from), root_fd, rel(to), 0) < 0) return -errno;
+  FORWARD(0, js.link(from, to));
+}
+
+static int ap_rename (const char *from, const char *to) {
+  if (renameat(root_fd, rel_dot(from), root_fd, rel_dot(to)) < 0) return -errno;
+  FORWARD(0, js.rename(from, to));
+}
+
+static int ap_unlink (const char *path) {
+  if (unlinkat(root_fd, rel(path), 0) < 0) return -errno;
+  FORWARD(0, js.unlink(path));
+}
+
+static int ap_rmdir (const char *path) {
+  if (unlinkat(root_fd, rel_dot(path), AT_REMOVEDIR) < 0) return -errno;
+  FORWARD(0, js.rmdir(path));
+}
+
+static int ap_chmod (const char *path, mode_t mode) {
+  if (fchmodat(root_fd, rel_dot(path), mode, 0) < 0) return -errno;
+  FORWARD(0, js.chmod(path, mode));
+}
+
+static int ap_chown (const char *path, uid_t uid, gid_t gid) {
+  const char *r = rel(path);
+  if (fchownat(root_fd, r, uid, gid, AT_SYMLINK_NOFOLLOW | (*r == '\0' ? AT_EMPTY_PATH : 0)) < 0) return -errno;
+  FORWARD(0, js.chown(path, uid, gid));
+}
+
+static int ap_utimens (const char *path, const struct timespec tv[2]) {
+  if (utimensat(root_fd, rel_dot(path), tv, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+  FORWARD(0, js.utimens(path, tv));
+}
+
+static int ap_setxattr (const char *path, const char *name, const char *value, size_t size, int flags) {
+  if (hidden_from_caller(name)) return -EPERM;
+  char p[PATH_MAX];
+  int err = full(p, sizeof(p), path);
+  if (err) return err;
+  if (lsetxattr(p, name, value, size, flags) < 0) return -errno;
+  FORWARD(0, js.setxattr(path, name, value, size, flags));
+}
+
+static int ap_removexattr (const char *path, const char *name) {
+  if (hidden_from_caller(name)) return -EPERM;
+  char p[PATH_MAX];
+  int err = full(p, sizeof(p), path);
+  if (err) return err;
+  if (lremovexattr(p, name) < 0) return -errno;
+  FORWARD(0, js.removexattr(path, name));
+}
+
+void rfs_local_ops (struct fuse_operations *ops) {
+  js = *ops;
+  ops->open = ap_open;
+  ops->create = ap_create;
+  ops->write = ap_write;
+  ops->flush = ap_flush;
+  ops->release = ap_release;
+  ops->fsync = ap_fsync;
+  ops->truncate = ap_truncate;
+  ops->ftruncate = ap_ftruncate;
+  ops->mkdir = ap_mkdir;
+  ops->mknod = ap_mknod;
+  ops->symlink = ap_symlink;
+  ops->link = ap_link;
+  ops->rename = ap_rename;
+  ops->unlink = ap_unlink;
+  ops->rmdir = ap_rmdir;
+  ops->chmod = ap_chmod;
+  ops->chown = ap_chown;
+  ops->utimens = ap_utimens;
+  ops->setxattr = ap_setxattr;
+  ops->removexattr = ap_removexattr;
+  ops->getattr = pt_getattr;
+  ops->fgetattr = pt_fgetattr;
+  ops->access = pt_access;
+  ops->readlink = pt_readlink;
+  ops->read = pt_read;
+  ops->statfs = pt_statfs;
+  ops->readdir = pt_readdir;
+  ops->opendir = pt_opendir;
+  ops->releasedir = pt_releasedir;
+  ops->fsyncdir = pt_fsyncdir;
+  ops->getxattr = pt_getxattr;
+  ops->listxattr = pt_listxattr;
+}

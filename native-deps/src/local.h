@@ -1,0 +1,18 @@
+#ifndef RFS_LOCAL_H
+#define RFS_LOCAL_H
+
+#include <stdint.h>
+#include <fuse.h>
+
+// Opens the source directory that every call is applied to. `replicate`: hand each change
+// that succeeded to JS (fuse-native's dispatchers). 0 or -errno.
+int rfs_local_init (const char *root, int replicate);
+
+// Points every call at local.c; the changes keep fuse-native's dispatchers to forward to.
+void rfs_local_ops (struct fuse_operations *ops);
+
+// Defined in the patched fuse-native.c: the local result of the call this thread is about
+// to hand to JS, where JS reads it (the caller words of the thread-locals buffer).
+void rfs_set_result (int32_t res);
+
+#endif
