@@ -3,11 +3,15 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EXIT, UserError } from './errors'
 import { stderrLogger, type Logger } from './log'
 import { mount } from './fuse/mount'
+import { MOUNT_OPTIONS, mountConfig } from './config'
 import { localOnly, type ReplicationHook } from './replication/mutation'
+import { startReplication } from './replication/setup'
 import { unmountCommand } from './unmount'
 
 const USAGE = `usage:
-  replicafs mount <source> <mountpoint> [--allow-other]
+  replicafs mount <source> <mountpoint> [--replica URL]... [--mode sync|async] [--quorum N]
+                  [--identity FILE] [--known-hosts FILE] [--timeout SECONDS]
+                  [--journal-max BYTES] [--in-place] [--allow-other]
   replicafs unmount <mountpoint>
   replicafs --help | <command> --help`
 
@@ -18,15 +22,37 @@ Serves the directory <source> at <mountpoint> through FUSE, in the foreground. P
 "mounted <mountpoint>" once the mount is usable; SIGINT or SIGTERM unmount it and exit 0.
 A stale mount left at <mountpoint> by a daemon that was killed is cleaned up first.
 
+Every change made through the mount is applied to <source> and replicated to each
+--replica, in order.
+
 options:
-  --allow-other   let users other than the one running replicafs use the mount (an FTP
-                  server's users); needs root or user_allow_other in /etc/fuse.conf.
-                  default: off
-  -h, --help      this text
+  --replica URL        a backup directory: sftp://[user@]host[:port]/abs/path (key auth,
+                       host key checked against --known-hosts) or file:///abs/path.
+                       Repeatable. default: none (a plain passthrough)
+  --mode sync|async    sync: a call answers once --quorum replicas applied it.
+                       async: a call answers at once; replicas follow in the background.
+                       default: sync
+  --quorum N           replicas that must apply a change before a sync call answers; a
+                       replica that fails or is slower than --timeout is degraded and
+                       catches up later; the call fails (EIO) only when fewer than N can
+                       still apply it. default: all replicas
+  --identity FILE      SSH private key. default: ~/.ssh/id_ed25519, then ~/.ssh/id_rsa
+  --known-hosts FILE   OpenSSH known_hosts (plain, hashed |1| and [host]:port entries); an
+                       unknown or changed host key refuses the mount. default: ~/.ssh/known_hosts
+  --timeout SECONDS    sync deadline per call, and connect timeout. default: 10
+  --journal-max BYTES  changes held for a replica that is behind (512M, 1G, ...) before
+                       it is switched to a full resync. default: 1G
+  --in-place           stream new files into place on the replicas instead of writing
+                       them under a hidden temp name and renaming at close. default: off
+  --allow-other        let users other than the one running replicafs use the mount (an
+                       FTP server's users); needs root or user_allow_other in
+                       /etc/fuse.conf. default: off
+  -h, --help           this text
 
 exit codes: 0 unmounted cleanly; 2 bad usage (bad arguments, a source that is not a
-directory, a mountpoint inside the source or not empty); 3 the mount could not be made
-(no /dev/fuse, the native binding missing).`,
+directory, a mountpoint inside the source or not empty); 3 the mount or a replica could not
+be reached (no /dev/fuse, the native binding missing, a host key unknown or changed, a key
+refused, a port closed).`,
   unmount: `replicafs unmount <mountpoint>
 
 Unmounts a replicafs mount (the daemon then exits 0). Fails, exit 2, if it is not mounted.`,
@@ -42,7 +68,7 @@ function parse (args: string[], options: ParseArgsConfig['options'], command: st
 }
 
 async function mountCommand (args: string[], log: Logger): Promise<number> {
-  const { values, positionals } = parse(args, { 'allow-other': { type: 'boolean' } }, 'mount')
+  const { values, positionals } = parse(args, MOUNT_OPTIONS, 'mount')
   if (values.help) {
     process.stdout.write(HELP.mount + '\n')
     return EXIT.ok
@@ -55,7 +81,9 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   process.on('uncaughtException', err => log.error('main', 'uncaught exception (the mount stays up)', err))
   process.on('unhandledRejection', err => log.error('main', 'unhandled rejection (the mount stays up)', err))
 
-  const m = await mount({ source, mountpoint, allowOther: (values as Record<string, unknown>)['allow-other'] === true, hook: faultInjection() ?? localOnly, log })
+  const config = mountConfig(source, mountpoint, values as Record<string, unknown>)
+  const replicator = await startReplication(config, log)
+  const m = await mount({ source, mountpoint, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
   let stopping = false
@@ -71,6 +99,11 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
 
   await m.ended
   log.info('main', `unmounted ${mountpoint}`)
+  if (replicator !== null) {
+    const drained = await replicator.drain(config.timeoutSeconds * 1000)
+    if (!drained) log.warn('main', 'some replicas had not applied every change at exit')
+    await replicator.close()
+  }
   return EXIT.ok
 }
 

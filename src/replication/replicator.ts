@@ -117,6 +117,10 @@ export class Replicator implements ReplicationHook {
     return false
   }
 
+  async close (): Promise<void> {
+    await Promise.all(this.#links.map(l => l.replica.close()))
+  }
+
   #enqueue (link: Link, rec: Rec): void {
     if (link.state === 'failed' || link.needsResync) {
       rec.fails++

@@ -1,0 +1,95 @@
+import { EXIT, UserError } from './errors'
+import type { Mode } from './replication/replicator'
+import { parseReplicaUrl, type ReplicaUrl } from './replica/url'
+import { defaultIdentities, defaultKnownHosts } from './replica/sftp'
+
+/** Everything `replicafs mount` runs with. Defaults live here and nowhere else. */
+export interface MountConfig {
+  source: string
+  mountpoint: string
+  allowOther: boolean
+  replicas: ReplicaUrl[]
+  /** sync (default): a call answers once `quorum` replicas applied it. */
+  mode: Mode
+  /** Replicas that must apply a change before a sync call answers; default: all. */
+  quorum: number
+  /** Private keys to try, in order; default ~/.ssh/id_ed25519 then ~/.ssh/id_rsa. */
+  identities: string[]
+  /** default ~/.ssh/known_hosts */
+  knownHosts: string
+  /** Sync deadline and connect timeout, seconds; default 10. */
+  timeoutSeconds: number
+  /** Bytes of changes held for a replica that is behind before it is switched to a resync; default 1 GiB. */
+  journalMax: number
+  /** Stream files into place instead of writing them under a temp name; default off. */
+  inPlace: boolean
+}
+
+export const DEFAULTS = {
+  mode: 'sync' as Mode,
+  timeoutSeconds: 10,
+  journalMax: 1024 ** 3,
+}
+
+/** The options `replicafs mount` accepts, for node:util parseArgs. */
+export const MOUNT_OPTIONS = {
+  'allow-other': { type: 'boolean' },
+  replica: { type: 'string', multiple: true },
+  mode: { type: 'string' },
+  quorum: { type: 'string' },
+  identity: { type: 'string' },
+  'known-hosts': { type: 'string' },
+  timeout: { type: 'string' },
+  'journal-max': { type: 'string' },
+  'in-place': { type: 'boolean' },
+} as const
+
+const SIZE = /^(\d+)([KMGT]i?B?|B)?$/i
+const UNITS: Record<string, number> = { K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
+
+function bad (option: string, value: string, expected: string): UserError {
+  return new UserError(`--${option} ${value}: expected ${expected}`, EXIT.usage)
+}
+
+export function parseSize (option: string, value: string): number {
+  const m = SIZE.exec(value.trim())
+  if (!m) throw bad(option, value, 'a size in bytes, such as 1073741824, 512M or 1G')
+  const unit = m[2]?.[0]?.toUpperCase()
+  return Number(m[1]) * (unit !== undefined && unit !== 'B' ? UNITS[unit] ?? 1 : 1)
+}
+
+export function mountConfig (source: string, mountpoint: string, v: Record<string, unknown>): MountConfig {
+  const replicas = ((v.replica as string[] | undefined) ?? []).map(parseReplicaUrl)
+  const mode = (v.mode as string | undefined) ?? DEFAULTS.mode
+  if (mode !== 'sync' && mode !== 'async') throw bad('mode', mode, 'sync or async')
+
+  let quorum = replicas.length
+  if (v.quorum !== undefined) {
+    quorum = Number(v.quorum)
+    if (!Number.isInteger(quorum) || quorum < 1 || quorum > replicas.length) {
+      throw bad('quorum', String(v.quorum), `a whole number from 1 to the number of --replica (${replicas.length})`)
+    }
+  }
+
+  let timeoutSeconds = DEFAULTS.timeoutSeconds
+  if (v.timeout !== undefined) {
+    timeoutSeconds = Number(v.timeout)
+    if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600) {
+      throw bad('timeout', String(v.timeout), 'a number of seconds above 0 and at most 3600')
+    }
+  }
+
+  return {
+    source,
+    mountpoint,
+    allowOther: v['allow-other'] === true,
+    replicas,
+    mode,
+    quorum,
+    identities: v.identity !== undefined ? [v.identity as string] : defaultIdentities(),
+    knownHosts: (v['known-hosts'] as string | undefined) ?? defaultKnownHosts(),
+    timeoutSeconds,
+    journalMax: v['journal-max'] !== undefined ? parseSize('journal-max', v['journal-max'] as string) : DEFAULTS.journalMax,
+    inPlace: v['in-place'] === true,
+  }
+}
