@@ -2,16 +2,10 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { stopDaemon, isMounted, type Daemon } from '../helpers/mount'
+import { CLI, startDaemon, stopDaemon, isMounted, type Daemon } from '../helpers/mount'
 
 const execFileP = promisify(execFile)
 
-/**
- * The compiled CLI, seen from dist/test/bench/. (helpers/mount.ts's CLI constant is right when
- * tap runs the .ts sources, but points at dist/dist/... from compiled code, so startDaemon is
- * mirrored here; stopDaemon, isMounted and cleanupDir are reused as they are.)
- */
-export const CLI = resolve(__dirname, '..', '..', 'src', 'cli.js')
 
 export interface Target {
   name: 'native' | 'bindfs' | 'replicafs'
@@ -97,33 +91,6 @@ export function bindfsTarget (work: string): Target {
   }
 }
 
-/** Like helpers/mount.ts's startDaemon, with the CLI path that is right from dist/. */
-function startReplicafs (src: string, mnt: string): Promise<Daemon> {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npm run build)`)
-  const child = spawn(process.execPath, [CLI, 'mount', src, mnt], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const d: Daemon = {
-    child,
-    stdout: '',
-    stderr: '',
-    exited: new Promise(res => child.once('exit', (code, signal) => res({ code, signal }))),
-  }
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => { d.stdout += s })
-  // Keep the start and the end of the daemon's log only: it must not grow without bound.
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { d.stderr = (d.stderr + s).slice(-20_000) })
-  return new Promise((res, rej) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      rej(new Error(`replicafs did not start in 20 s:\n${d.stderr}`))
-    }, 20_000)
-    child.stdout!.on('data', () => {
-      if (/^mounted /m.test(d.stdout)) { clearTimeout(timer); res(d) }
-    })
-    void d.exited.then(({ code, signal }) => {
-      clearTimeout(timer)
-      if (!/^mounted /m.test(d.stdout)) rej(new Error(`replicafs exited (${code ?? signal}) before it was ready:\n${d.stderr}`))
-    })
-  })
-}
 
 export function replicafsTarget (work: string): Target & { daemon (): Daemon | null } {
   const src = join(work, 'replicafs-src')
@@ -139,7 +106,7 @@ export function replicafsTarget (work: string): Target & { daemon (): Daemon | n
     async setup () {
       mkdirSync(src)
       mkdirSync(mnt)
-      starting = startReplicafs(src, mnt)
+      starting = startDaemon(['mount', src, mnt])
       daemon = await starting
     },
     async teardown () {

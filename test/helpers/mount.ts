@@ -1,10 +1,14 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, mkdirSync, rmSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
+
+/** The project root, whether this runs from test/ (tap) or from dist/test/ (the benchmark). */
+const HERE = resolve(__dirname, '..', '..')
+const ROOT = basename(HERE) === 'dist' ? dirname(HERE) : HERE
 
 /** The compiled CLI: tests drive the real product, in its own process. */
-export const CLI = resolve(__dirname, '..', '..', 'dist', 'src', 'cli.js')
+export const CLI = join(ROOT, 'dist', 'src', 'cli.js')
 
 export interface Daemon {
   child: ChildProcess
@@ -23,7 +27,8 @@ export function startDaemon (args: string[], waitFor = /^mounted /m, env: NodeJS
     exited: new Promise(res => child.once('exit', (code, signal) => res({ code, signal }))),
   }
   child.stdout!.setEncoding('utf8').on('data', (s: string) => { d.stdout += s })
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => { d.stderr += s })
+  // Bounded: a long run must not grow the daemon's log in memory without limit.
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => { d.stderr = (d.stderr + s).slice(-200_000) })
   return new Promise((res, rej) => {
     const timer = setTimeout(() => rej(new Error(`daemon did not start in 20 s:\n${d.stderr}`)), 20_000)
     const check = () => {
