@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EXIT, UserError } from './errors'
 import { stderrLogger, type Logger } from './log'
-import { mount } from './fuse/mount'
+import { checkPaths, mount } from './fuse/mount'
 import { MOUNT_OPTIONS, mountConfig } from './config'
 import { localOnly, type ReplicationHook } from './replication/mutation'
 import { startReplication } from './replication/setup'
@@ -11,7 +11,7 @@ import { unmountCommand } from './unmount'
 const USAGE = `usage:
   replicafs mount <source> <mountpoint> [--replica URL]... [--mode sync|async] [--quorum N]
                   [--identity FILE] [--known-hosts FILE] [--timeout SECONDS]
-                  [--journal-max BYTES] [--in-place] [--allow-other]
+                  [--journal-max BYTES] [--state-dir DIR] [--in-place] [--allow-other]
   replicafs unmount <mountpoint>
   replicafs --help | <command> --help`
 
@@ -42,6 +42,8 @@ options:
   --timeout SECONDS    sync deadline per call, and connect timeout. default: 10
   --journal-max BYTES  changes held for a replica that is behind (512M, 1G, ...) before
                        it is switched to a full resync. default: 1G
+  --state-dir DIR      where the async journal and each replica's progress live.
+                       default: /var/lib/replicafs/<mountpoint path with / as ->
   --in-place           stream new files into place on the replicas instead of writing
                        them under a hidden temp name and renaming at close. default: off
   --allow-other        let users other than the one running replicafs use the mount (an
@@ -82,8 +84,9 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   process.on('unhandledRejection', err => log.error('main', 'unhandled rejection (the mount stays up)', err))
 
   const config = mountConfig(source, mountpoint, values as Record<string, unknown>)
+  const paths = await checkPaths(source, mountpoint, log)
   const replicator = await startReplication(config, log)
-  const m = await mount({ source, mountpoint, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, log })
+  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
   let stopping = false

@@ -1,3 +1,4 @@
+import { join, resolve } from 'node:path'
 import { EXIT, UserError } from './errors'
 import type { Mode } from './replication/replicator'
 import { parseReplicaUrl, type ReplicaUrl } from './replica/url'
@@ -23,6 +24,8 @@ export interface MountConfig {
   journalMax: number
   /** Stream files into place instead of writing them under a temp name; default off. */
   inPlace: boolean
+  /** Where the async journal and replica progress live; default /var/lib/replicafs/<mountpoint>. */
+  stateDir: string
 }
 
 export const DEFAULTS = {
@@ -42,6 +45,7 @@ export const MOUNT_OPTIONS = {
   timeout: { type: 'string' },
   'journal-max': { type: 'string' },
   'in-place': { type: 'boolean' },
+  'state-dir': { type: 'string' },
 } as const
 
 const SIZE = /^(\d+)([KMGT]i?B?|B)?$/i
@@ -91,5 +95,12 @@ export function mountConfig (source: string, mountpoint: string, v: Record<strin
     timeoutSeconds,
     journalMax: v['journal-max'] !== undefined ? parseSize('journal-max', v['journal-max'] as string) : DEFAULTS.journalMax,
     inPlace: v['in-place'] === true,
+    stateDir: (v['state-dir'] as string | undefined) ?? defaultStateDir(mountpoint),
   }
+}
+
+/** /var/lib/replicafs/<name>, the name made from the mountpoint's absolute path. */
+export function defaultStateDir (mountpoint: string): string {
+  const name = resolve(mountpoint).replace(/^\/+/, '').replace(/[^A-Za-z0-9._-]+/g, '-') || 'root'
+  return join('/var/lib/replicafs', name)
 }

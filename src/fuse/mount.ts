@@ -38,6 +38,7 @@ export function mountOptions (allowOther: boolean): string {
 }
 
 export interface MountOptions {
+  /** As returned by checkPaths. */
   source: string
   mountpoint: string
   allowOther: boolean
@@ -137,7 +138,9 @@ export async function checkPaths (sourceArg: string, mountArg: string, log: Logg
  */
 export async function mount (o: MountOptions): Promise<Mounted> {
   const b = native()
-  const { source: root, mountpoint } = await checkPaths(o.source, o.mountpoint, o.log)
+  // Checked by checkPaths, before anything else was started.
+  const root = o.source
+  const mountpoint = o.mountpoint
 
   // The kernel already applied the caller's umask to every mode it sends.
   process.umask(0)

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { E } from '../errors'
 import type { RemoteHandle, Replica } from '../replica/replica'
 import { ReplicaError } from '../replica/replica'
@@ -29,9 +29,14 @@ export function isTempName (name: string): boolean {
   return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX)
 }
 
-function tempFor (path: string): string {
+/**
+ * The temp name of the file opened as `fh` at `path`: derived from both, so that replaying
+ * the journal after a kill writes to the same temp file again instead of leaving one behind.
+ */
+function tempFor (path: string, fh: number): string {
   const dir = path.slice(0, path.lastIndexOf('/') + 1)
-  return `${dir}${TEMP_PREFIX}${randomBytes(8).toString('hex')}${TEMP_SUFFIX}`
+  const id = createHash('sha256').update(`${fh}:${path}`, 'latin1').digest('hex').slice(0, 16)
+  return `${dir}${TEMP_PREFIX}${id}${TEMP_SUFFIX}`
 }
 
 function under (path: string, dir: string): boolean {
@@ -72,6 +77,18 @@ export class Applier {
     for (const f of this.#open.values()) f.handle = null
   }
 
+  /**
+   * End of a journal replay: files whose release the journal never saw (the daemon was
+   * killed while they were open) are closed and published as the source holds them.
+   */
+  async finishAll (): Promise<void> {
+    for (const [fh, f] of [...this.#open]) {
+      this.#open.delete(fh)
+      if (f.handle !== null) await this.#r.closeHandle(await f.handle)
+      await this.#publish(f)
+    }
+  }
+
   /** The file being written under a temp name for `path`, if any. */
   #pending (path: string): OpenFile | undefined {
     for (const f of this.#open.values()) if (f.temp !== null && f.path === path) return f
@@ -91,7 +108,7 @@ export class Applier {
   async #startFile (fh: number, path: string, mode: number, uid: number, gid: number): Promise<void> {
     const r = this.#r
     const atomic = this.#o.atomicPublish
-    const name = atomic ? tempFor(path) : path
+    const name = atomic ? tempFor(path, fh) : path
     const f: OpenFile = { path, temp: atomic ? name : null, handle: null }
     this.#open.set(fh, f)
     f.handle = r.openWrite(name, true, true, mode)

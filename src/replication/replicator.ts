@@ -2,6 +2,7 @@ import { E } from '../errors'
 import type { Logger } from '../log'
 import { ReplicaError, type Replica } from '../replica/replica'
 import { Applier, type ApplierOptions } from './applier'
+import type { Journal, JournalRecord } from './journal'
 import type { Mutation, ReplicationHook } from './mutation'
 
 export type Mode = 'sync' | 'async'
@@ -17,6 +18,8 @@ export interface ReplicatorOptions {
   /** Bytes of changes held for one replica before it is switched to a resync instead. */
   queueMaxBytes: number
   applier: ApplierOptions
+  /** async mode: where changes are recorded before a call answers. */
+  journal: Journal | null
   log: Logger
 }
 
@@ -26,6 +29,8 @@ interface Rec {
   bytes: number
   acks: number
   fails: number
+  /** Replayed from the journal after a kill: it may have reached the replica already. */
+  replay: boolean
   waiter: { resolve: () => void, reject: (err: Error) => void, timer: NodeJS.Timeout } | null
 }
 
@@ -43,6 +48,8 @@ class Link {
   lastError: { message: string, at: Date } | null = null
   /** Too far behind: what it missed must be resynced (reconcile), not replayed. */
   needsResync = false
+  /** A journal replay is queued: publish what it left open once the queue is empty. */
+  finishReplay = false
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -95,10 +102,16 @@ export class Replicator implements ReplicationHook {
   }
 
   apply (m: Mutation): void | Promise<void> {
-    const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
-    if (this.#o.mode === 'async') detach(rec)
+    const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, replay: false, waiter: null }
+    if (this.#o.mode === 'async') {
+      detach(rec)
+      for (const link of this.#links) this.#enqueue(link, rec)
+      const journal = this.#o.journal
+      if (journal === null) return
+      const recorded = journal.append(rec.seq, m)
+      return m.op === 'fsync' ? recorded.then(() => journal.sync()) : recorded
+    }
     for (const link of this.#links) this.#enqueue(link, rec)
-    if (this.#o.mode === 'async') return
     if (rec.acks >= this.#o.quorum) return
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.#deadline(rec), this.#o.timeoutMs)
@@ -118,7 +131,26 @@ export class Replicator implements ReplicationHook {
   }
 
   async close (): Promise<void> {
+    await this.#o.journal?.close()
     await Promise.all(this.#links.map(l => l.replica.close()))
+  }
+
+  /**
+   * After a restart: each replica gets the journal's records past its cursor, in order, then
+   * the files the journal left open are published as the source holds them.
+   */
+  restore (records: JournalRecord[], cursors: Record<string, number>): void {
+    for (const r of records) this.#seq = Math.max(this.#seq, r.seq)
+    for (const c of Object.values(cursors)) this.#seq = Math.max(this.#seq, c)
+    for (const link of this.#links) {
+      const cursor = cursors[link.replica.url] ?? 0
+      link.appliedSeq = cursor
+      const behind = records.filter(r => r.seq > cursor)
+      if (behind.length > 0) this.#o.log.info('journal', `${link.replica.url}: replaying ${behind.length} changes from the journal`)
+      for (const r of behind) this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, replay: true, waiter: null })
+      link.finishReplay = true
+      if (!link.running) void this.#run(link)
+    }
   }
 
   #enqueue (link: Link, rec: Rec): void {
@@ -157,7 +189,9 @@ export class Replicator implements ReplicationHook {
             if (link.state === 'in sync') link.state = 'offline'
             continue
           }
-          if (!(err instanceof ReplicaError && ALREADY_DONE[rec.m.op] === err.errno)) {
+          const already = err instanceof ReplicaError && (ALREADY_DONE[rec.m.op] === err.errno ||
+            (rec.replay && (err.errno === E.ENOENT || err.errno === E.EEXIST)))
+          if (!already) {
             this.#setError(link, err)
             this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; the replica now differs from the source on that path`)
             link.queue.shift()
@@ -170,10 +204,19 @@ export class Replicator implements ReplicationHook {
         link.queue.shift()
         link.queuedBytes -= rec.bytes
         link.appliedSeq = rec.seq
+        this.#o.journal?.setCursor(link.replica.url, rec.seq)
         this.#ack(rec)
+      }
+      if (link.finishReplay && link.queue.length === 0 && link.connected) {
+        link.finishReplay = false
+        await link.applier.finishAll().catch(err => this.#setError(link, err))
       }
     } finally {
       link.running = false
+    }
+    const journal = this.#o.journal
+    if (journal !== null && journal.size > 0 && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed' || l.needsResync)) {
+      void journal.reset()
     }
     if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline') && !link.needsResync) {
       this.#o.log.info('replica', `${link.replica.url}: caught up, in sync`)

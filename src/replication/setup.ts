@@ -4,6 +4,7 @@ import type { MountConfig } from '../config'
 import { FileReplica } from '../replica/file'
 import type { Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
+import { Journal } from './journal'
 import { Replicator } from './replicator'
 
 /**
@@ -30,13 +31,17 @@ export async function startReplication (c: MountConfig, log: Logger): Promise<Re
     log.info('replica', `${r.url}: connected`)
   }
 
-  return new Replicator(replicas, {
+  const opened = c.mode === 'async' ? await Journal.open(c.stateDir, log) : null
+  const replicator = new Replicator(replicas, {
     mode: c.mode,
     quorum: c.quorum,
     // The kernel waits for a sync call without limit: the deadline is ours alone.
     timeoutMs: c.timeoutSeconds * 1000,
     queueMaxBytes: c.journalMax,
     applier: { atomicPublish: !c.inPlace, daemonUid: process.getuid?.() ?? 0, daemonGid: process.getgid?.() ?? 0 },
+    journal: opened?.journal ?? null,
     log,
   })
+  if (opened !== null) replicator.restore(opened.records, opened.cursors)
+  return replicator
 }

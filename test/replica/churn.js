@@ -33,8 +33,10 @@ function prng (seed) {
 
 function bytes (rand, n) {
   const b = Buffer.allocUnsafe(n)
-  for (let i = 0; i < n; i += 4) b.writeUInt32LE((rand() * 4294967296) >>> 0, Math.min(i, n - 4 < 0 ? 0 : i))
-  return n < 4 ? Buffer.alloc(n, 0x61) : b
+  let i = 0
+  for (; i + 4 <= n; i += 4) b.writeUInt32LE((rand() * 4294967296) >>> 0, i)
+  for (; i < n; i++) b[i] = (rand() * 256) >>> 0
+  return b
 }
 
 /** Expected failures of a random call on a real tree (a dir not empty, a name taken...). */
@@ -67,6 +69,10 @@ function run (root, seed, maxOps, deadlineMs, big) {
     if (model.get(rel) === 'd') {
       for (const name of fs.readdirSync(abs(rel))) rescan(rel + '/' + name)
     }
+  }
+  const rescanAll = () => {
+    model.clear()
+    for (const name of fs.readdirSync(root)) rescan(name)
   }
   const of = type => [...model].filter(([, t]) => t === type).map(([k]) => k)
   const dirs = () => ['', ...of('d')]
@@ -224,7 +230,7 @@ function run (root, seed, maxOps, deadlineMs, big) {
       errors[code] = (errors[code] ?? 0) + 1
       if (!EXPECTED.has(code) && unexpected.length < 20) unexpected.push(`${name}: ${err.message}`)
       // a failed call changes nothing we track, except a dir rename: rescan to be sure
-      if (name === 'rename') { model.clear(); rescan('') ; model.delete('') }
+      if (name === 'rename') rescanAll()
     }
   }
   for (const h of held.splice(0)) fs.closeSync(h.fd)

@@ -1,0 +1,178 @@
+import { crc32 } from 'node:zlib'
+import { mkdir, open, readFile, rename, writeFile, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '../log'
+import type { Mutation } from './mutation'
+
+/**
+ * The async-mode journal: every change, in order, appended before the call answers, so that
+ * nothing acknowledged is lost if the daemon is killed (SIGKILL leaves what write(2) wrote; a
+ * writer's fsync makes it durable on disk too). One file, `journal.log`, in the state dir:
+ *
+ *   record := crc32 (u32 LE, over len and payload) | len (u32 LE) | payload
+ *   payload := headerLen (u32 LE) | header (JSON: seq and the mutation without its data) | data
+ *
+ * Opening stops at the first short or corrupt record and truncates the file there (a torn
+ * tail from a kill mid-append). Each replica's progress is kept in `cursors.json` (the last
+ * seq it applied); records every replica has applied are dropped by truncating the file to
+ * zero once all have caught up.
+ */
+export interface JournalRecord { seq: number, m: Mutation }
+
+const HEAD = 8
+
+function encode (seq: number, m: Mutation): Buffer {
+  const data = m.op === 'write' ? m.data : m.op === 'setxattr' ? m.value : null
+  const header = Buffer.from(JSON.stringify({ seq, m: { ...m, data: undefined, value: undefined } }), 'utf8')
+  const payloadLen = 4 + header.length + (data?.length ?? 0)
+  const buf = Buffer.allocUnsafe(HEAD + payloadLen)
+  buf.writeUInt32LE(payloadLen, 4)
+  buf.writeUInt32LE(header.length, HEAD)
+  header.copy(buf, HEAD + 4)
+  data?.copy(buf, HEAD + 4 + header.length)
+  buf.writeUInt32LE(crc32(buf.subarray(4)), 0)
+  return buf
+}
+
+function decode (payload: Buffer): JournalRecord {
+  const headerLen = payload.readUInt32LE(0)
+  const { seq, m } = JSON.parse(payload.subarray(4, 4 + headerLen).toString('utf8')) as { seq: number, m: Record<string, unknown> }
+  const data = Buffer.from(payload.subarray(4 + headerLen))
+  if (m.op === 'write') m.data = data
+  if (m.op === 'setxattr') m.value = data
+  return { seq, m: m as unknown as Mutation }
+}
+
+/** Parses `buf`; returns the records and the length of the valid prefix. */
+export function parseJournal (buf: Buffer): { records: JournalRecord[], validLength: number } {
+  const records: JournalRecord[] = []
+  let at = 0
+  while (at + HEAD <= buf.length) {
+    const len = buf.readUInt32LE(at + 4)
+    if (at + HEAD + len > buf.length) break
+    if (crc32(buf.subarray(at + 4, at + HEAD + len)) !== buf.readUInt32LE(at)) break
+    try {
+      records.push(decode(buf.subarray(at + HEAD, at + HEAD + len)))
+    } catch {
+      break
+    }
+    at += HEAD + len
+  }
+  return { records, validLength: at }
+}
+
+export class Journal {
+  readonly #dir: string
+  readonly #fh: FileHandle
+  readonly #log: Logger
+  #size: number
+  #cursors: Record<string, number>
+  /** Appends run one after another, in seq order; each batch is one write. */
+  #batch: Buffer[] = []
+  #flushing: Promise<void> | null = null
+  #resetWanted = false
+  #cursorTimer: NodeJS.Timeout | null = null
+
+  private constructor (dir: string, fh: FileHandle, size: number, cursors: Record<string, number>, log: Logger) {
+    this.#dir = dir
+    this.#fh = fh
+    this.#size = size
+    this.#cursors = cursors
+    this.#log = log
+  }
+
+  /** Opens (or creates) the journal in `dir`, truncating a torn tail. */
+  static async open (dir: string, log: Logger): Promise<{ journal: Journal, records: JournalRecord[], cursors: Record<string, number> }> {
+    await mkdir(dir, { recursive: true, mode: 0o700 })
+    const path = join(dir, 'journal.log')
+    const fh = await open(path, 'a+', 0o600)
+    const buf = await readFile(path)
+    const { records, validLength } = parseJournal(buf)
+    if (validLength < buf.length) {
+      log.warn('journal', `dropping a torn tail of ${buf.length - validLength} bytes from ${path}`)
+      await fh.truncate(validLength)
+    }
+    let cursors: Record<string, number> = {}
+    try {
+      cursors = JSON.parse(await readFile(join(dir, 'cursors.json'), 'utf8')) as Record<string, number>
+    } catch {}
+    return { journal: new Journal(dir, fh, validLength, cursors, log), records, cursors }
+  }
+
+  get size (): number {
+    return this.#size
+  }
+
+  /** Resolves once the record is in the file (SIGKILL-safe; not fsynced). */
+  append (seq: number, m: Mutation): Promise<void> {
+    this.#batch.push(encode(seq, m))
+    return this.#flush()
+  }
+
+  #flush (): Promise<void> {
+    this.#flushing ??= (async () => {
+      // Later appends join the next batch: one write for all that queued meanwhile.
+      await Promise.resolve()
+      while (this.#batch.length > 0 || this.#resetWanted) {
+        if (this.#resetWanted) {
+          // Only records queued after the request are pending: they land after the cut.
+          this.#resetWanted = false
+          await this.#fh.truncate(0)
+          this.#size = 0
+          continue
+        }
+        const batch = this.#batch
+        this.#batch = []
+        const buf = batch.length === 1 ? batch[0] as Buffer : Buffer.concat(batch)
+        let done = 0
+        while (done < buf.length) {
+          const { bytesWritten } = await this.#fh.write(buf, done, buf.length - done)
+          done += bytesWritten
+        }
+        this.#size += buf.length
+      }
+    })().finally(() => { this.#flushing = null })
+    return this.#flushing
+  }
+
+  /** A writer's fsync: the journal reaches the disk too. */
+  async sync (): Promise<void> {
+    await this.#flushing
+    await this.#fh.sync()
+  }
+
+  /** Records a replica's progress (written to disk at most every 100 ms). */
+  setCursor (url: string, seq: number): void {
+    this.#cursors[url] = seq
+    this.#cursorTimer ??= setTimeout(() => {
+      this.#cursorTimer = null
+      void this.#writeCursors()
+    }, 100)
+  }
+
+  async #writeCursors (): Promise<void> {
+    const tmp = join(this.#dir, 'cursors.json.tmp')
+    try {
+      await writeFile(tmp, JSON.stringify(this.#cursors), { mode: 0o600 })
+      await rename(tmp, join(this.#dir, 'cursors.json'))
+    } catch (err) {
+      this.#log.error('journal', 'cannot record replica progress', err)
+    }
+  }
+
+  /** Every replica applied every record appended so far: start the file afresh. */
+  reset (): Promise<void> {
+    this.#resetWanted = true
+    return this.#flush()
+  }
+
+  async close (): Promise<void> {
+    await this.#flushing
+    if (this.#cursorTimer !== null) {
+      clearTimeout(this.#cursorTimer)
+      this.#cursorTimer = null
+    }
+    await this.#writeCursors()
+    await this.#fh.close()
+  }
+}
