@@ -5,7 +5,7 @@ import { stderrLogger, type Logger } from './log'
 import { checkPaths, mount } from './fuse/mount'
 import { MOUNT_OPTIONS, mountConfig } from './config'
 import { localOnly, type ReplicationHook } from './replication/mutation'
-import { startReplication } from './replication/setup'
+import { intentsPath, startReplication } from './replication/setup'
 import { unmountCommand } from './unmount'
 
 const USAGE = `usage:
@@ -85,8 +85,9 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
 
   const config = mountConfig(source, mountpoint, values as Record<string, unknown>)
   const paths = await checkPaths(source, mountpoint, log)
-  const replicator = await startReplication(config, log)
-  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, log })
+  const replicator = await startReplication(config, paths.source, log)
+  const intents = replicator !== null && config.mode === 'async' ? intentsPath(config.stateDir) : ''
+  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, intents, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
   let stopping = false

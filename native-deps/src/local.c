@@ -30,6 +30,7 @@
 #include <sys/xattr.h>
 #include <linux/limits.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <unistd.h>
 
 static int root_fd = -1;
@@ -42,10 +43,58 @@ static gid_t daemon_gid;
 static struct fuse_operations js;
 static int replicating = 0;
 
-int rfs_local_init (const char *root, int replicate) {
+// Intents (async mode): the paths of each change, appended before it is applied and dropped
+// once every change in flight has been journaled by JS. A kill between the local apply and
+// the journal leaves them here; the restart resyncs those paths (src/replication/setup.ts).
+static int intent_fd = -1;
+static pthread_mutex_t intent_mu = PTHREAD_MUTEX_INITIALIZER;
+static long intents_in_flight = 0;
+static off_t intent_size = 0;
+
+static void intent_begin (const char *a, const char *b) {
+  if (intent_fd < 0 || a == NULL) return;
+  char buf[2 * PATH_MAX + 8];
+  size_t la = strnlen(a, PATH_MAX), lb = b == NULL ? 0 : strnlen(b, PATH_MAX);
+  buf[0] = (char) (la & 0xff);
+  buf[1] = (char) (la >> 8);
+  memcpy(buf + 2, a, la);
+  buf[2 + la] = (char) (lb & 0xff);
+  buf[3 + la] = (char) (lb >> 8);
+  if (lb) memcpy(buf + 4 + la, b, lb);
+  pthread_mutex_lock(&intent_mu);
+  intents_in_flight++;
+  ssize_t n = write(intent_fd, buf, 4 + la + lb);
+  if (n > 0) intent_size += n;
+  pthread_mutex_unlock(&intent_mu);
+}
+
+static void intent_end (const char *a) {
+  if (intent_fd < 0 || a == NULL) return;
+  pthread_mutex_lock(&intent_mu);
+  // Nothing in flight: every intent so far is covered by the journal.
+  if (--intents_in_flight == 0 && intent_size > (1 << 20)) {
+    if (ftruncate(intent_fd, 0) == 0) intent_size = 0;
+  }
+  pthread_mutex_unlock(&intent_mu);
+}
+
+#define WITH_INTENT(a, b, call) do { \
+    intent_begin((a), (b)); \
+    int res_ = (call); \
+    intent_end(a); \
+    return res_; \
+  } while (0)
+
+int rfs_local_init (const char *root, int replicate, const char *intents) {
   daemon_uid = geteuid();
   daemon_gid = getegid();
   replicating = replicate;
+  if (intent_fd >= 0) close(intent_fd);
+  intent_fd = -1;
+  if (intents != NULL && *intents) {
+    intent_fd = open(intents, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (intent_fd < 0) return -errno;
+  }
   int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -errno;
   root_len = strlen(root);
@@ -244,7 +293,7 @@ static int give_to_caller (int fd, const char *path) {
   return 0;
 }
 
-static int ap_open (const char *path, struct fuse_file_info *fi) {
+static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   int fd = openat(root_fd, rel_dot(path), fi->flags | O_CLOEXEC);
   if (fd < 0) return -errno;
   fi->fh = (uint64_t) fd;
@@ -256,7 +305,7 @@ static int ap_open (const char *path, struct fuse_file_info *fi) {
   return res;
 }
 
-static int ap_create (const char *path, mode_t mode, struct fuse_file_info *fi) {
+static int ap_create_ (const char *path, mode_t mode, struct fuse_file_info *fi) {
   const char *r = rel(path);
   struct fuse_context *c = fuse_get_context();
   int mine = c->uid == daemon_uid && c->gid == daemon_gid;
@@ -287,7 +336,7 @@ static int ap_create (const char *path, mode_t mode, struct fuse_file_info *fi) 
   return res;
 }
 
-static int ap_write (const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+static int ap_write_ (const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   ssize_t n = pwrite((int) fi->fh, buf, size, off);
   if (n < 0) return -errno;
   if (n == 0) return 0;
@@ -318,7 +367,7 @@ static int ap_fsync (const char *path, int datasync, struct fuse_file_info *fi) 
   FORWARD(0, js.fsync(path, datasync, fi));
 }
 
-static int ap_truncate (const char *path, off_t size) {
+static int ap_truncate_ (const char *path, off_t size) {
   char p[PATH_MAX];
   int err = full(p, sizeof(p), path);
   if (err) return err;
@@ -326,12 +375,12 @@ static int ap_truncate (const char *path, off_t size) {
   FORWARD(0, js.truncate(path, size));
 }
 
-static int ap_ftruncate (const char *path, off_t size, struct fuse_file_info *fi) {
+static int ap_ftruncate_ (const char *path, off_t size, struct fuse_file_info *fi) {
   if (ftruncate((int) fi->fh, size) < 0) return -errno;
   FORWARD(0, js.ftruncate(path, size, fi));
 }
 
-static int ap_mkdir (const char *path, mode_t mode) {
+static int ap_mkdir_ (const char *path, mode_t mode) {
   if (mkdirat(root_fd, rel(path), mode) < 0) return -errno;
   int err = give_to_caller(-1, path);
   if (err < 0) {
@@ -341,7 +390,7 @@ static int ap_mkdir (const char *path, mode_t mode) {
   FORWARD(0, js.mkdir(path, mode));
 }
 
-static int ap_mknod (const char *path, mode_t mode, dev_t dev) {
+static int ap_mknod_ (const char *path, mode_t mode, dev_t dev) {
   if (mknodat(root_fd, rel(path), mode, dev) < 0) return -errno;
   int err = give_to_caller(-1, path);
   if (err < 0) {
@@ -351,7 +400,7 @@ static int ap_mknod (const char *path, mode_t mode, dev_t dev) {
   FORWARD(0, js.mknod(path, mode, dev));
 }
 
-static int ap_symlink (const char *target, const char *path) {
+static int ap_symlink_ (const char *target, const char *path) {
   if (symlinkat(target, root_fd, rel(path)) < 0) return -errno;
   int err = give_to_caller(-1, path);
   if (err < 0) {
@@ -361,38 +410,38 @@ static int ap_symlink (const char *target, const char *path) {
   FORWARD(0, js.symlink(target, path));
 }
 
-static int ap_link (const char *from, const char *to) {
+static int ap_link_ (const char *from, const char *to) {
   if (linkat(root_fd, rel(from), root_fd, rel(to), 0) < 0) return -errno;
   FORWARD(0, js.link(from, to));
 }
 
-static int ap_rename (const char *from, const char *to) {
+static int ap_rename_ (const char *from, const char *to) {
   if (renameat(root_fd, rel_dot(from), root_fd, rel_dot(to)) < 0) return -errno;
   FORWARD(0, js.rename(from, to));
 }
 
-static int ap_unlink (const char *path) {
+static int ap_unlink_ (const char *path) {
   if (unlinkat(root_fd, rel(path), 0) < 0) return -errno;
   FORWARD(0, js.unlink(path));
 }
 
-static int ap_rmdir (const char *path) {
+static int ap_rmdir_ (const char *path) {
   if (unlinkat(root_fd, rel_dot(path), AT_REMOVEDIR) < 0) return -errno;
   FORWARD(0, js.rmdir(path));
 }
 
-static int ap_chmod (const char *path, mode_t mode) {
+static int ap_chmod_ (const char *path, mode_t mode) {
   if (fchmodat(root_fd, rel_dot(path), mode, 0) < 0) return -errno;
   FORWARD(0, js.chmod(path, mode));
 }
 
-static int ap_chown (const char *path, uid_t uid, gid_t gid) {
+static int ap_chown_ (const char *path, uid_t uid, gid_t gid) {
   const char *r = rel(path);
   if (fchownat(root_fd, r, uid, gid, AT_SYMLINK_NOFOLLOW | (*r == '\0' ? AT_EMPTY_PATH : 0)) < 0) return -errno;
   FORWARD(0, js.chown(path, uid, gid));
 }
 
-static int ap_utimens (const char *path, const struct timespec tv[2]) {
+static int ap_utimens_ (const char *path, const struct timespec tv[2]) {
   if (utimensat(root_fd, rel_dot(path), tv, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
   FORWARD(0, js.utimens(path, tv));
 }
@@ -413,6 +462,68 @@ static int ap_removexattr (const char *path, const char *name) {
   if (err) return err;
   if (lremovexattr(p, name) < 0) return -errno;
   FORWARD(0, js.removexattr(path, name));
+}
+
+// Each change: its intent first (async mode), then the change.
+static int ap_open (const char *path, struct fuse_file_info *fi) {
+  const char *a = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY ? path : NULL;
+  WITH_INTENT(a, NULL, ap_open_(path, fi));
+}
+
+static int ap_create (const char *path, mode_t mode, struct fuse_file_info *fi) {
+  WITH_INTENT(path, NULL, ap_create_(path, mode, fi));
+}
+
+static int ap_write (const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  WITH_INTENT(path, NULL, ap_write_(path, buf, size, off, fi));
+}
+
+static int ap_truncate (const char *path, off_t size) {
+  WITH_INTENT(path, NULL, ap_truncate_(path, size));
+}
+
+static int ap_ftruncate (const char *path, off_t size, struct fuse_file_info *fi) {
+  WITH_INTENT(path, NULL, ap_ftruncate_(path, size, fi));
+}
+
+static int ap_mkdir (const char *path, mode_t mode) {
+  WITH_INTENT(path, NULL, ap_mkdir_(path, mode));
+}
+
+static int ap_mknod (const char *path, mode_t mode, dev_t dev) {
+  WITH_INTENT(path, NULL, ap_mknod_(path, mode, dev));
+}
+
+static int ap_symlink (const char *target, const char *path) {
+  WITH_INTENT(path, NULL, ap_symlink_(target, path));
+}
+
+static int ap_link (const char *from, const char *to) {
+  WITH_INTENT(to, NULL, ap_link_(from, to));
+}
+
+static int ap_rename (const char *from, const char *to) {
+  WITH_INTENT(from, to, ap_rename_(from, to));
+}
+
+static int ap_unlink (const char *path) {
+  WITH_INTENT(path, NULL, ap_unlink_(path));
+}
+
+static int ap_rmdir (const char *path) {
+  WITH_INTENT(path, NULL, ap_rmdir_(path));
+}
+
+static int ap_chmod (const char *path, mode_t mode) {
+  WITH_INTENT(path, NULL, ap_chmod_(path, mode));
+}
+
+static int ap_chown (const char *path, uid_t uid, gid_t gid) {
+  WITH_INTENT(path, NULL, ap_chown_(path, uid, gid));
+}
+
+static int ap_utimens (const char *path, const struct timespec tv[2]) {
+  WITH_INTENT(path, NULL, ap_utimens_(path, tv));
 }
 
 void rfs_local_ops (struct fuse_operations *ops) {

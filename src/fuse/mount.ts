@@ -43,6 +43,8 @@ export interface MountOptions {
   mountpoint: string
   allowOther: boolean
   hook: ReplicationHook
+  /** File for local.c to log each change's paths to before applying it; '' for none. */
+  intents: string
   log: Logger
 }
 
@@ -164,7 +166,7 @@ export async function mount (o: MountOptions): Promise<Mounted> {
       const buf = Buffer.alloc(size)
       locals.push(buf)
       return buf
-    }, handlers, implemented, () => onEnded(), rootBytes, replicate)
+    }, handlers, implemented, () => onEnded(), rootBytes, replicate, Buffer.from(o.intents, 'utf8').toString('latin1'))
   } catch (err) {
     const why = (err as Error).message === 'fuse failed' ? "libfuse's reason is above" : (err as Error).message
     throw new UserError(`cannot mount ${mountpoint} (${why})`, EXIT.unreachable)

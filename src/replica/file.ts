@@ -130,6 +130,10 @@ export class FileReplica implements Replica {
     })
   }
 
+  readdir (path: string): Promise<string[]> {
+    return this.#do(`readdir ${path}`, () => fileReaddirBytes(this.#p(path)))
+  }
+
   lstat (path: string): Promise<RemoteStat | null> {
     return this.#do(`lstat ${path}`, async () => {
       try {
@@ -141,6 +145,10 @@ export class FileReplica implements Replica {
       }
     })
   }
+}
+
+export function fileReaddirBytes (dir: Buffer): Promise<string[]> {
+  return fs.readdir(dir, { encoding: 'buffer' }).then(names => names.map(n => n.toString('latin1')))
 }
 
 class FileRemoteHandle implements RemoteHandle {

@@ -33,6 +33,8 @@ export interface Replica {
   /** Whole seconds on SFTP; `null` leaves that time as it is. */
   utimes (path: string, atime: number | null, mtime: number | null): Promise<void>
   lstat (path: string): Promise<RemoteStat | null>
+  /** Names in a directory (byte strings), without '.' and '..'. */
+  readdir (path: string): Promise<string[]>
 }
 
 export interface RemoteHandle { readonly path: string }

@@ -348,6 +348,12 @@ export class SftpReplica implements Replica {
     }
   }
 
+  async readdir (path: string): Promise<string[]> {
+    const p = this.#p(path)
+    const list = await this.#req<Array<{ filename: string }>>(`readdir ${path}`, (s, cb) => s.readdir(p, cb as never))
+    return list.map(e => Buffer.from(e.filename, 'utf8').toString('latin1')).filter(n => n !== '.' && n !== '..')
+  }
+
   async lstat (path: string): Promise<RemoteStat | null> {
     const p = this.#p(path)
     try {

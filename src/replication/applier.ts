@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto'
 import { E } from '../errors'
 import type { RemoteHandle, Replica } from '../replica/replica'
 import { ReplicaError } from '../replica/replica'
+import { Mirror } from './mirror'
 import { UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
+import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 /** A file opened for writing through the mount, as the replica sees it. */
 interface OpenFile {
@@ -19,14 +21,8 @@ export interface ApplierOptions {
   /** The daemon's own uid/gid: nodes made by it need no chown on the replica. */
   daemonUid: number
   daemonGid: number
-}
-
-const TEMP_PREFIX = '.replicafs.'
-const TEMP_SUFFIX = '.tmp'
-
-/** True for the hidden names replicafs writes under; a restart's cleanup removes them. */
-export function isTempName (name: string): boolean {
-  return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX)
+  /** The source directory as a byte string: what a resync copies from. */
+  sourceRoot: string
 }
 
 /**
@@ -249,6 +245,10 @@ export class Applier {
         const now = Math.floor(Date.now() / 1000)
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }
+      case 'resync':
+        return new Mirror(this.#o.sourceRoot, r).path(m.path)
+      case 'finish-replay':
+        return this.finishAll()
       case 'setxattr':
       case 'removexattr':
         // xattrs stay local: SFTP v3 has no way to carry them.

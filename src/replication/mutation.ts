@@ -28,6 +28,10 @@ export type Mutation =
   | { op: 'utimens', path: string, atime: Timespec, mtime: Timespec, uid: number, gid: number }
   | { op: 'setxattr', path: string, name: string, value: Buffer, flags: number, uid: number, gid: number }
   | { op: 'removexattr', path: string, name: string, uid: number, gid: number }
+  /** Not a call: make the replica's `path` (and all below) what the source holds now. */
+  | { op: 'resync', path: string, uid: number, gid: number }
+  /** Not a call: the journal replay is over; publish the files it left open. */
+  | { op: 'finish-replay', uid: number, gid: number }
 
 /** Seconds and nanoseconds; nsec may be UTIME_NOW or UTIME_OMIT. */
 export interface Timespec { sec: number, nsec: number }

@@ -48,8 +48,6 @@ class Link {
   lastError: { message: string, at: Date } | null = null
   /** Too far behind: what it missed must be resynced (reconcile), not replayed. */
   needsResync = false
-  /** A journal replay is queued: publish what it left open once the queue is empty. */
-  finishReplay = false
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -68,6 +66,15 @@ const ALREADY_DONE: Partial<Record<Mutation['op'], number>> = {
   mknod: E.EEXIST,
   unlink: E.ENOENT,
   rmdir: E.ENOENT,
+}
+
+/** The paths a change touched: what to resync when a replica refused it. */
+function pathsOf (m: Mutation): string[] {
+  switch (m.op) {
+    case 'rename': case 'link': return [m.from, m.path]
+    case 'finish-replay': return []
+    default: return m.path === null ? [] : [m.path]
+  }
 }
 
 function dataBytes (m: Mutation): number {
@@ -147,9 +154,18 @@ export class Replicator implements ReplicationHook {
       link.appliedSeq = cursor
       const behind = records.filter(r => r.seq > cursor)
       if (behind.length > 0) this.#o.log.info('journal', `${link.replica.url}: replaying ${behind.length} changes from the journal`)
-      for (const r of behind) this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, replay: true, waiter: null })
-      link.finishReplay = true
-      if (!link.running) void this.#run(link)
+      // Replayed changes first; then the files they left open are published; then the
+      // resyncs of paths that were in flight, which read the source as it is now.
+      let last = cursor
+      for (const r of behind) {
+        if (r.m.op === 'resync') continue
+        this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, replay: true, waiter: null })
+        last = r.seq
+      }
+      this.#enqueue(link, { seq: last, m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: true, waiter: null })
+      for (const r of behind) {
+        if (r.m.op === 'resync') this.#enqueue(link, { seq: r.seq, m: r.m, bytes: 0, acks: 0, fails: 0, replay: true, waiter: null })
+      }
     }
   }
 
@@ -193,11 +209,20 @@ export class Replicator implements ReplicationHook {
             (rec.replay && (err.errno === E.ENOENT || err.errno === E.EEXIST)))
           if (!already) {
             this.#setError(link, err)
-            this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; the replica now differs from the source on that path`)
             link.queue.shift()
             link.queuedBytes -= rec.bytes
             link.appliedSeq = rec.seq
             this.#fail(rec)
+            if (rec.m.op === 'resync') {
+              this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
+              continue
+            }
+            // The replica refused a change (it had diverged, or a resync read a newer source
+            // state than the change's): repair the paths from the source as it is now.
+            this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
+            for (const path of pathsOf(rec.m)) {
+              link.queue.push({ seq: rec.seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
+            }
             continue
           }
         }
@@ -206,10 +231,6 @@ export class Replicator implements ReplicationHook {
         link.appliedSeq = rec.seq
         this.#o.journal?.setCursor(link.replica.url, rec.seq)
         this.#ack(rec)
-      }
-      if (link.finishReplay && link.queue.length === 0 && link.connected) {
-        link.finishReplay = false
-        await link.applier.finishAll().catch(err => this.#setError(link, err))
       }
     } finally {
       link.running = false

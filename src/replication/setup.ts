@@ -4,7 +4,10 @@ import type { MountConfig } from '../config'
 import { FileReplica } from '../replica/file'
 import type { Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
-import { Journal } from './journal'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Journal, type JournalRecord } from './journal'
+import type { Mutation } from './mutation'
 import { Replicator } from './replicator'
 
 /**
@@ -12,7 +15,7 @@ import { Replicator } from './replicator'
  * whose host key is unknown or changed, refuses the mount (exit 3) with its reason: nothing
  * is ever accepted on first use.
  */
-export async function startReplication (c: MountConfig, log: Logger): Promise<Replicator | null> {
+export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<Replicator | null> {
   if (c.replicas.length === 0) return null
   const replicas: Replica[] = c.replicas.map(u => u.kind === 'file'
     ? new FileReplica(u.url, u.root)
@@ -32,16 +35,64 @@ export async function startReplication (c: MountConfig, log: Logger): Promise<Re
   }
 
   const opened = c.mode === 'async' ? await Journal.open(c.stateDir, log) : null
+  if (opened !== null) await resyncInFlight(opened, c.stateDir, log)
   const replicator = new Replicator(replicas, {
     mode: c.mode,
     quorum: c.quorum,
     // The kernel waits for a sync call without limit: the deadline is ours alone.
     timeoutMs: c.timeoutSeconds * 1000,
     queueMaxBytes: c.journalMax,
-    applier: { atomicPublish: !c.inPlace, daemonUid: process.getuid?.() ?? 0, daemonGid: process.getgid?.() ?? 0 },
+    applier: {
+      atomicPublish: !c.inPlace,
+      daemonUid: process.getuid?.() ?? 0,
+      daemonGid: process.getgid?.() ?? 0,
+      sourceRoot: Buffer.from(sourceRoot, 'utf8').toString('latin1'),
+    },
     journal: opened?.journal ?? null,
     log,
   })
   if (opened !== null) replicator.restore(opened.records, opened.cursors)
   return replicator
+}
+
+/** The file local.c logs the paths of each change to before applying it (async mode). */
+export function intentsPath (stateDir: string): string {
+  return join(stateDir, 'intents.log')
+}
+
+/**
+ * The paths of changes that were in flight when the last run was killed: applied to the
+ * source, maybe never journaled. Each becomes a resync record, journaled before the mount
+ * (which starts a new intents file), so the repair survives another kill.
+ */
+async function resyncInFlight (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, stateDir: string, log: Logger): Promise<void> {
+  let buf: Buffer
+  try {
+    buf = await readFile(intentsPath(stateDir))
+  } catch {
+    return
+  }
+  const paths = new Set<string>()
+  for (let at = 0; at + 2 <= buf.length;) {
+    const la = buf.readUInt16LE(at)
+    if (at + 4 + la > buf.length) break
+    const a = buf.toString('latin1', at + 2, at + 2 + la)
+    const lb = buf.readUInt16LE(at + 2 + la)
+    if (at + 4 + la + lb > buf.length) break
+    const b = buf.toString('latin1', at + 4 + la, at + 4 + la + lb)
+    paths.add(a)
+    if (lb > 0) paths.add(b)
+    at += 4 + la + lb
+  }
+  if (paths.size === 0) return
+  log.info('journal', `resyncing ${paths.size} paths whose changes were in flight when the last run stopped`)
+  let seq = 0
+  for (const r of opened.records) seq = Math.max(seq, r.seq)
+  for (const v of Object.values(opened.cursors)) seq = Math.max(seq, v)
+  for (const path of paths) {
+    const m: Mutation = { op: 'resync', path, uid: 0, gid: 0 }
+    seq++
+    await opened.journal.append(seq, m)
+    opened.records.push({ seq, m })
+  }
 }

@@ -211,6 +211,9 @@ function run (root, seed, maxOps, deadlineMs, big) {
     ['unlink', 7], ['mkdir', 5], ['rmdir', 3], ['symlink', 4], ['link', 5], ['chmod', 5], ['utimens', 5],
     ['open', 3], ['heldWrite', 6], ['close', 3],
   ]
+  // investigation knob: CHURN_SKIP=op,op leaves those calls out
+  const skip = new Set((process.env.CHURN_SKIP ?? '').split(',').filter(Boolean))
+  for (const w of weights) if (skip.has(w[0])) w[1] = 0
   const total = weights.reduce((s, [, w]) => s + w, 0)
   const choose = () => {
     let r = rand() * total

@@ -1,0 +1,127 @@
+import { lstat, open, readlink } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
+import { E } from '../errors'
+import { fileReaddirBytes } from '../replica/file'
+import { ReplicaError, type Replica } from '../replica/replica'
+import { isTempName } from './temp'
+
+const S_IFMT = 0o170000
+const S_IFDIR = 0o040000
+const CHUNK = 256 * 1024
+
+/**
+ * Makes the replica's `path`, and everything below it, what the source holds now: the repair
+ * for a change whose journal record never completed (the daemon was killed between applying
+ * it and recording it). Files are copied whole under a temp name and renamed into place.
+ * Hard links found this way become copies.
+ */
+export class Mirror {
+  readonly #root: string
+  readonly #r: Replica
+
+  /** @param root the source directory, as a byte string (latin1). */
+  constructor (root: string, replica: Replica) {
+    this.#root = root
+    this.#r = replica
+  }
+
+  #src (path: string): Buffer {
+    return Buffer.from(path === '/' ? this.#root : this.#root + path, 'latin1')
+  }
+
+  async #srcStat (path: string): Promise<Stats | null> {
+    try {
+      return await lstat(this.#src(path))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null
+      throw err
+    }
+  }
+
+  async path (path: string): Promise<void> {
+    await this.#sweep(path === '/' ? '/' : path.slice(0, path.lastIndexOf('/')) || '/')
+    await this.#mirror(path)
+  }
+
+  /** Temp files a killed run left in `dir` (none is in use: a resync runs after replays). */
+  async #sweep (dir: string): Promise<void> {
+    let names: string[]
+    try {
+      names = await this.#r.readdir(dir)
+    } catch {
+      return
+    }
+    for (const name of names) if (isTempName(name)) await this.#r.unlink(join(dir, name)).catch(() => {})
+  }
+
+  async #mirror (path: string): Promise<void> {
+    const st = await this.#srcStat(path)
+    if (st === null) return this.#remove(path)
+    const parent = path.slice(0, path.lastIndexOf('/')) || '/'
+    if (parent !== path && (await this.#r.lstat(parent)) === null) await this.#mirror(parent)
+    const remote = await this.#r.lstat(path)
+    const sameType = remote !== null && (remote.mode & S_IFMT) === (st.mode & S_IFMT)
+    if (st.isDirectory()) {
+      if (remote !== null && !sameType) await this.#remove(path)
+      if (!sameType) await this.#r.mkdir(path, st.mode & 0o7777)
+      const names = new Set(await fileReaddirBytes(this.#src(path)))
+      for (const name of await this.#r.readdir(path)) {
+        if (!names.has(name)) await this.#remove(join(path, name))
+      }
+      for (const name of names) await this.#mirror(join(path, name))
+    } else {
+      if (remote !== null) await this.#remove(path)
+      if (st.isSymbolicLink()) {
+        const target = (await readlink(this.#src(path), { encoding: 'buffer' })).toString('latin1')
+        await this.#r.symlink(target, path)
+      } else if (st.isFIFO()) {
+        await this.#r.mkfifo(path, st.mode)
+      } else if (st.isFile()) {
+        await this.#copy(path, st)
+      } else {
+        return
+      }
+    }
+    if (!st.isSymbolicLink()) await this.#r.chmod(path, st.mode & 0o7777)
+    await this.#r.chown(path, st.uid, st.gid)
+    await this.#r.utimes(path, Math.floor(st.atimeMs / 1000), Math.floor(st.mtimeMs / 1000))
+  }
+
+  async #copy (path: string, st: Stats): Promise<void> {
+    const dir = path.slice(0, path.lastIndexOf('/') + 1)
+    const temp = `${dir}.replicafs.resync${process.pid}.tmp`
+    const h = await this.#r.openWrite(temp, true, true, st.mode & 0o7777)
+    const fh = await open(this.#src(path), 'r')
+    try {
+      const buf = Buffer.allocUnsafe(CHUNK)
+      let offset = 0
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, CHUNK, offset)
+        if (bytesRead === 0) break
+        await this.#r.write(h, offset, Buffer.from(buf.subarray(0, bytesRead)))
+        offset += bytesRead
+      }
+    } finally {
+      await fh.close()
+      await this.#r.closeHandle(h)
+    }
+    await this.#r.rename(temp, path)
+  }
+
+  async #remove (path: string): Promise<void> {
+    const st = await this.#r.lstat(path)
+    if (st === null) return
+    if ((st.mode & S_IFMT) === S_IFDIR) {
+      for (const name of await this.#r.readdir(path)) await this.#remove(join(path, name))
+      await this.#r.rmdir(path)
+    } else {
+      await this.#r.unlink(path)
+    }
+  }
+}
+
+function join (dir: string, name: string): string {
+  if (name.includes('/') || name === '.' || name === '..') throw new ReplicaError(`bad name ${JSON.stringify(name)}`, E.EINVAL)
+  return dir === '/' ? `/${name}` : `${dir}/${name}`
+}
+
