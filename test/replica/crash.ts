@@ -1,0 +1,75 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+
+const CHURN = join(__dirname, 'crash-churn.py')
+
+/** Every node below `root` (dirs' own mtimes excepted: they move with every entry). */
+function tree (root: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  const walk = (rel: string) => {
+    const p = join(root, rel)
+    const st = lstatSync(p)
+    const mode = (st.mode & 0o7777).toString(8)
+    if (st.isDirectory()) {
+      out[rel || '.'] = `dir ${mode}`
+      for (const name of readdirSync(p)) walk(join(rel, name))
+    } else if (st.isSymbolicLink()) {
+      out[rel] = `link -> ${readlinkSync(p)}`
+    } else {
+      const hash = createHash('sha1').update(readFileSync(p)).digest('hex')
+      out[rel] = `file ${mode} ${st.size} ${hash} ${Math.floor(st.mtimeMs / 1000)}`
+    }
+  }
+  walk('')
+  return out
+}
+
+t.test('async mode: SIGKILL at 10 random instants of a churn, restart, converge', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'replicafs-crash-'))
+  const source = join(dir, 'source')
+  const mnt = join(dir, 'mnt')
+  const replica = join(dir, 'replica')
+  for (const d of [source, mnt, replica]) mkdirSync(d)
+  const args = ['mount', source, mnt, '--replica', `file://${replica}`, '--mode', 'async', '--state-dir', join(dir, 'state')]
+  let daemon: Daemon | null = null
+  const churns = new Set<ReturnType<typeof spawn>>()
+  t.teardown(async () => {
+    for (const c of churns) c.kill('SIGKILL')
+    if (daemon !== null) await stopDaemon(daemon)
+    cleanupDir(dir, mnt)
+  })
+
+  // A seeded PRNG picks the instants, so a failure can be replayed.
+  let seed = 20261125
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
+
+  for (let round = 0; round < 10; round++) {
+    daemon = await startDaemon(args)
+    const churn = spawn('python3', [CHURN, mnt, String(round + 1), '4000'], { stdio: 'ignore' })
+    churns.add(churn)
+    churn.once('exit', () => churns.delete(churn))
+    await new Promise(resolve => setTimeout(resolve, 100 + Math.floor(rand() * 600)))
+    daemon.child.kill('SIGKILL')
+    await daemon.exited
+    daemon = null
+    churn.kill('SIGKILL')
+  }
+
+  // A last run with no churn: it replays, resyncs, drains, and exits 0 on SIGTERM.
+  daemon = await startDaemon(args)
+  t.match(daemon.stderr, /cleaning up the stale mount/, 'the stale mount of the killed run is cleaned')
+  await stopDaemon(daemon)
+  const { code } = await daemon.exited
+  daemon = null
+  t.equal(code, 0, 'clean exit')
+
+  const want = tree(source)
+  t.ok(Object.keys(want).length > 10, `the churn left ${Object.keys(want).length} nodes`)
+  t.same(tree(replica), want, 'the replica equals the source: types, content, modes, mtimes, link targets')
+  t.same(readdirSync(replica).filter(n => n.startsWith('.replicafs.')), [], 'no temp file left behind')
+})
