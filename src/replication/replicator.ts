@@ -46,8 +46,6 @@ class Link {
   appliedSeq = 0
   backoffMs = 0
   lastError: { message: string, at: Date } | null = null
-  /** Too far behind: what it missed must be resynced (reconcile), not replayed. */
-  needsResync = false
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -131,7 +129,7 @@ export class Replicator implements ReplicationHook {
     const target = this.#seq
     const end = Date.now() + timeoutMs
     while (Date.now() < end) {
-      if (this.#links.every(l => l.appliedSeq >= target || l.state === 'failed' || l.needsResync)) return true
+      if (this.#links.every(l => l.appliedSeq >= target || l.state === 'failed')) return true
       await new Promise(resolve => setTimeout(resolve, 20))
     }
     return false
@@ -170,19 +168,19 @@ export class Replicator implements ReplicationHook {
   }
 
   #enqueue (link: Link, rec: Rec): void {
-    if (link.state === 'failed' || link.needsResync) {
+    if (link.state === 'failed') {
       rec.fails++
       return
     }
     link.queue.push(rec)
     link.queuedBytes += rec.bytes
     if (link.queuedBytes > this.#o.queueMaxBytes) {
-      this.#o.log.error('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
-      link.needsResync = true
-      link.state = 'degraded'
+      // Too far behind to replay: drop what is queued and mirror the whole tree instead.
+      this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
       for (const r of link.queue.splice(0)) this.#fail(r)
       link.queuedBytes = 0
-      return
+      link.state = 'degraded'
+      link.queue.push({ seq: rec.seq, m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
     }
     if (!link.running) void this.#run(link)
   }
@@ -190,7 +188,7 @@ export class Replicator implements ReplicationHook {
   async #run (link: Link): Promise<void> {
     link.running = true
     try {
-      while (link.queue.length > 0 && !link.needsResync && link.state !== 'failed') {
+      while (link.queue.length > 0 && link.state !== 'failed') {
         if (!link.connected) {
           await this.#reconnect(link)
           continue
@@ -236,10 +234,10 @@ export class Replicator implements ReplicationHook {
       link.running = false
     }
     const journal = this.#o.journal
-    if (journal !== null && journal.size > 0 && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed' || l.needsResync)) {
+    if (journal !== null && journal.size > 0 && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
       void journal.reset()
     }
-    if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline') && !link.needsResync) {
+    if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline')) {
       this.#o.log.info('replica', `${link.replica.url}: caught up, in sync`)
       link.state = 'in sync'
     }
