@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { truncate } from 'node:fs/promises'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EXIT, UserError } from './errors'
 import { stderrLogger, type Logger } from './log'
@@ -86,7 +87,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   const config = mountConfig(source, mountpoint, values as Record<string, unknown>)
   const paths = await checkPaths(source, mountpoint, log)
   const replicator = await startReplication(config, paths.source, log)
-  const intents = replicator !== null && config.mode === 'async' ? intentsPath(config.stateDir) : ''
+  const intents = replicator !== null ? intentsPath(config.stateDir) : ''
   const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, intents, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
@@ -106,6 +107,8 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   if (replicator !== null) {
     const drained = await replicator.drain(config.timeoutSeconds * 1000)
     if (!drained) log.warn('main', 'some replicas had not applied every change at exit')
+    // Nothing is in flight any more: the next start has nothing to resync.
+    else await truncate(intents).catch(() => {})
     await replicator.close()
   }
   return EXIT.ok

@@ -72,7 +72,7 @@ static void intent_end (const char *a) {
   if (intent_fd < 0 || a == NULL) return;
   pthread_mutex_lock(&intent_mu);
   // Nothing in flight: every intent so far is covered by the journal.
-  if (--intents_in_flight == 0 && intent_size > (1 << 20)) {
+  if (--intents_in_flight == 0 && intent_size > 4096) {
     if (ftruncate(intent_fd, 0) == 0) intent_size = 0;
   }
   pthread_mutex_unlock(&intent_mu);

@@ -4,9 +4,10 @@ import type { MountConfig } from '../config'
 import { FileReplica } from '../replica/file'
 import type { Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
-import { readFile } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Journal, type JournalRecord } from './journal'
+import { Mirror } from './mirror'
 import type { Mutation } from './mutation'
 import { Replicator } from './replicator'
 
@@ -34,8 +35,22 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     log.info('replica', `${r.url}: connected`)
   }
 
+  const sourceBytes = Buffer.from(sourceRoot, 'utf8').toString('latin1')
+  const inFlight = await readIntents(c.stateDir)
+  if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
   const opened = c.mode === 'async' ? await Journal.open(c.stateDir, log) : null
-  if (opened !== null) await resyncInFlight(opened, c.stateDir, log)
+  if (opened !== null) {
+    await journalResyncs(opened, inFlight)
+  } else {
+    // Sync mode has no journal: repair now, before the mount starts a new intents file (a
+    // kill meanwhile leaves the old one in place).
+    await mkdir(c.stateDir, { recursive: true, mode: 0o700 })
+    for (const path of inFlight) {
+      for (const r of replicas) {
+        await new Mirror(sourceBytes, r).path(path).catch(err => log.error('replica', `${r.url}: cannot resync ${JSON.stringify(path)}`, err))
+      }
+    }
+  }
   const replicator = new Replicator(replicas, {
     mode: c.mode,
     quorum: c.quorum,
@@ -46,7 +61,7 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
       atomicPublish: !c.inPlace,
       daemonUid: process.getuid?.() ?? 0,
       daemonGid: process.getgid?.() ?? 0,
-      sourceRoot: Buffer.from(sourceRoot, 'utf8').toString('latin1'),
+      sourceRoot: sourceBytes,
     },
     journal: opened?.journal ?? null,
     log,
@@ -60,32 +75,32 @@ export function intentsPath (stateDir: string): string {
   return join(stateDir, 'intents.log')
 }
 
-/**
- * The paths of changes that were in flight when the last run was killed: applied to the
- * source, maybe never journaled. Each becomes a resync record, journaled before the mount
- * (which starts a new intents file), so the repair survives another kill.
- */
-async function resyncInFlight (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, stateDir: string, log: Logger): Promise<void> {
+/** The paths of changes that were in flight when the last run stopped (local.c's intents). */
+async function readIntents (stateDir: string): Promise<Set<string>> {
+  const paths = new Set<string>()
   let buf: Buffer
   try {
     buf = await readFile(intentsPath(stateDir))
   } catch {
-    return
+    return paths
   }
-  const paths = new Set<string>()
   for (let at = 0; at + 2 <= buf.length;) {
     const la = buf.readUInt16LE(at)
     if (at + 4 + la > buf.length) break
-    const a = buf.toString('latin1', at + 2, at + 2 + la)
     const lb = buf.readUInt16LE(at + 2 + la)
     if (at + 4 + la + lb > buf.length) break
-    const b = buf.toString('latin1', at + 4 + la, at + 4 + la + lb)
-    paths.add(a)
-    if (lb > 0) paths.add(b)
+    paths.add(buf.toString('latin1', at + 2, at + 2 + la))
+    if (lb > 0) paths.add(buf.toString('latin1', at + 4 + la, at + 4 + la + lb))
     at += 4 + la + lb
   }
-  if (paths.size === 0) return
-  log.info('journal', `resyncing ${paths.size} paths whose changes were in flight when the last run stopped`)
+  return paths
+}
+
+/**
+ * Async mode: each in-flight path becomes a resync record, journaled before the mount starts
+ * a new intents file, so the repair survives another kill.
+ */
+async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, paths: Set<string>): Promise<void> {
   let seq = 0
   for (const r of opened.records) seq = Math.max(seq, r.seq)
   for (const v of Object.values(opened.cursors)) seq = Math.max(seq, v)
