@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
 import { E } from '../errors'
 import type { RemoteHandle, Replica } from '../replica/replica'
 import { ReplicaError } from '../replica/replica'
@@ -12,8 +13,15 @@ interface OpenFile {
   path: string | null
   /** The hidden name it is being written under, until published. */
   temp: string | null
-  handle: Promise<RemoteHandle> | null
 }
+
+/**
+ * Open remote handles, by source descriptor, at most this many: a run of writes to one file
+ * reuses one handle; the least recently used idle one is closed when more are needed, and
+ * reopened (in place) if its file is written again. The handle in use is never evicted: the
+ * applier runs one change at a time and the one it uses is the most recently used.
+ */
+const MAX_HANDLES = 256
 
 export interface ApplierOptions {
   /** Write new and truncated files under a temp name and publish on close (default). */
@@ -59,10 +67,17 @@ export class Applier {
   readonly #r: Replica
   readonly #o: ApplierOptions
   readonly #open = new Map<number, OpenFile>()
+  readonly #handles: LRUCache<number, Promise<RemoteHandle>>
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.#r = replica
     this.#o = o
+    this.#handles = new LRUCache({
+      max: MAX_HANDLES,
+      dispose: (h, _fh, reason) => {
+        if (reason === 'evict') h.then(x => this.#r.closeHandle(x)).catch(() => {})
+      },
+    })
   }
 
   /**
@@ -70,7 +85,7 @@ export class Applier {
    * still being written goes on under the same temp name).
    */
   reset (): void {
-    for (const f of this.#open.values()) f.handle = null
+    this.#handles.clear()
   }
 
   /**
@@ -80,7 +95,9 @@ export class Applier {
   async finishAll (): Promise<void> {
     for (const [fh, f] of [...this.#open]) {
       this.#open.delete(fh)
-      if (f.handle !== null) await this.#r.closeHandle(await f.handle)
+      const h = this.#handles.get(fh)
+      this.#handles.delete(fh)
+      if (h !== undefined) await this.#r.closeHandle(await h)
       await this.#publish(f)
     }
   }
@@ -105,10 +122,10 @@ export class Applier {
     const r = this.#r
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
-    const f: OpenFile = { path, temp: atomic ? name : null, handle: null }
-    this.#open.set(fh, f)
-    f.handle = r.openWrite(name, true, true, mode)
-    const h = await f.handle
+    this.#open.set(fh, { path, temp: atomic ? name : null })
+    const opening = r.openWrite(name, true, true, mode)
+    this.#handles.set(fh, opening)
+    const h = await opening
     // The server's umask may have narrowed the mode.
     if ((mode & 0o7022) !== 0) await r.chmod(h.path, mode)
     await this.#owner(h.path, uid, gid)
@@ -123,19 +140,21 @@ export class Applier {
   }
 
   #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {
+    const known = this.#handles.get(fh)
+    if (known !== undefined) return known
     let f = this.#open.get(fh)
     if (f === undefined) {
       // Opened before this applier knew it (a restart, a catch-up): write in place.
       if (path === null) return null
-      f = { path, temp: null, handle: null }
+      f = { path, temp: null }
       this.#open.set(fh, f)
     }
-    if (f.handle === null) {
-      const p = f.temp ?? f.path
-      if (p === null) return null
-      f.handle = this.#r.openWrite(p, true, false, 0o644)
-    }
-    return f.handle
+    // Never opened here, or closed as least recently used: reopen, without truncating.
+    const p = f.temp ?? f.path
+    if (p === null) return null
+    const opening = this.#r.openWrite(p, true, false, 0o644)
+    this.#handles.set(fh, opening)
+    return opening
   }
 
   async apply (m: Mutation): Promise<void> {
@@ -149,7 +168,8 @@ export class Applier {
         this.#closeStale(m.fh)
         if (!this.#o.atomicPublish) {
           const handle = r.openWrite(m.path, true, true, 0o644)
-          this.#open.set(m.fh, { path: m.path, temp: null, handle })
+          this.#open.set(m.fh, { path: m.path, temp: null })
+          this.#handles.set(m.fh, handle)
           await handle
           return
         }
@@ -172,24 +192,23 @@ export class Applier {
         return
       }
       case 'fsync': {
-        const f = this.#open.get(m.fh)
-        if (f?.handle) return r.fsync(await f.handle)
+        const h = this.#handles.get(m.fh)
+        if (h !== undefined) return r.fsync(await h)
         return
       }
       case 'flush': {
         const f = this.#open.get(m.fh)
         if (f?.temp == null) return
-        await f.handle
+        await this.#handles.get(m.fh)
         return this.#publish(f)
       }
       case 'release': {
         const f = this.#open.get(m.fh)
         if (f === undefined) return
         this.#open.delete(m.fh)
-        if (f.handle !== null) {
-          const h = await f.handle
-          await r.closeHandle(h)
-        }
+        const h = this.#handles.get(m.fh)
+        this.#handles.delete(m.fh)
+        if (h !== undefined) await r.closeHandle(await h)
         return this.#publish(f)
       }
       case 'mkdir':
@@ -205,10 +224,7 @@ export class Applier {
       case 'link': {
         // A hard link to a file still being written: publish it first, links need the name.
         const f = this.#pending(m.from)
-        if (f !== undefined) {
-          await f.handle
-          await this.#publish(f)
-        }
+        if (f !== undefined) await this.#publish(f)
         return r.link(m.from, m.path)
       }
       case 'rename': {
@@ -258,9 +274,9 @@ export class Applier {
 
   /** A descriptor number reused by the source after a release we never saw. */
   #closeStale (fh: number): void {
-    const f = this.#open.get(fh)
-    if (f === undefined) return
     this.#open.delete(fh)
-    f.handle?.then(h => this.#r.closeHandle(h)).catch(() => {})
+    const h = this.#handles.get(fh)
+    this.#handles.delete(fh)
+    h?.then(x => this.#r.closeHandle(x)).catch(() => {})
   }
 }
