@@ -53,6 +53,8 @@ class Link {
   }
 }
 
+/** Bytes of writes sent to an ordered replica and not yet acknowledged, at most. */
+const PIPELINE_BYTES = 4 * 1024 * 1024
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
 
@@ -193,42 +195,15 @@ export class Replicator implements ReplicationHook {
           await this.#reconnect(link)
           continue
         }
+        if (link.replica.ordered && await this.#pipeline(link)) continue
         const rec = link.queue[0] as Rec
         try {
           await link.applier.apply(rec.m)
         } catch (err) {
-          if (err instanceof ReplicaError && err.transient) {
-            link.connected = false
-            this.#setError(link, err)
-            if (link.state === 'in sync') link.state = 'offline'
-            continue
-          }
-          const already = err instanceof ReplicaError && (ALREADY_DONE[rec.m.op] === err.errno ||
-            (rec.replay && (err.errno === E.ENOENT || err.errno === E.EEXIST)))
-          if (!already) {
-            this.#setError(link, err)
-            link.queue.shift()
-            link.queuedBytes -= rec.bytes
-            link.appliedSeq = rec.seq
-            this.#fail(rec)
-            if (rec.m.op === 'resync') {
-              this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
-              continue
-            }
-            // The replica refused a change (it had diverged, or a resync read a newer source
-            // state than the change's): repair the paths from the source as it is now.
-            this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
-            for (const path of pathsOf(rec.m)) {
-              link.queue.push({ seq: rec.seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
-            }
-            continue
-          }
+          this.#failed(link, rec, err)
+          continue
         }
-        link.queue.shift()
-        link.queuedBytes -= rec.bytes
-        link.appliedSeq = rec.seq
-        this.#o.journal?.setCursor(link.replica.url, rec.seq)
-        this.#ack(rec)
+        this.#applied(link, rec)
       }
     } finally {
       link.running = false
@@ -240,6 +215,76 @@ export class Replicator implements ReplicationHook {
     if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline')) {
       this.#o.log.info('replica', `${link.replica.url}: caught up, in sync`)
       link.state = 'in sync'
+    }
+  }
+
+  /**
+   * Writes at the head of the queue whose handles are open are sent at once, up to
+   * PIPELINE_BYTES, and acknowledged in order. False when the head cannot go that way.
+   * A failure stops at the first failed write; the ones after it stay queued and are sent
+   * again (writes are idempotent).
+   */
+  async #pipeline (link: Link): Promise<boolean> {
+    const sent: Promise<void>[] = []
+    let bytes = 0
+    for (const rec of link.queue) {
+      if (bytes >= PIPELINE_BYTES) break
+      const p = link.applier.writeNow(rec.m)
+      if (p === null) break
+      p.catch(() => {})
+      sent.push(p)
+      bytes += rec.bytes
+    }
+    if (sent.length === 0) return false
+    for (const p of sent) {
+      const rec = link.queue[0] as Rec
+      try {
+        await p
+      } catch (err) {
+        this.#failed(link, rec, err)
+        return true
+      }
+      this.#applied(link, rec)
+    }
+    return true
+  }
+
+  #applied (link: Link, rec: Rec): void {
+    link.queue.shift()
+    link.queuedBytes -= rec.bytes
+    link.appliedSeq = rec.seq
+    this.#o.journal?.setCursor(link.replica.url, rec.seq)
+    this.#ack(rec)
+  }
+
+  /** A change the replica did not apply: retry after a reconnect, or repair the path. */
+  #failed (link: Link, rec: Rec, err: unknown): void {
+    if (err instanceof ReplicaError && err.transient) {
+      link.connected = false
+      this.#setError(link, err)
+      if (link.state === 'in sync') link.state = 'offline'
+      return
+    }
+    const already = err instanceof ReplicaError && (ALREADY_DONE[rec.m.op] === err.errno ||
+      (rec.replay && (err.errno === E.ENOENT || err.errno === E.EEXIST)))
+    if (already) {
+      this.#applied(link, rec)
+      return
+    }
+    this.#setError(link, err)
+    link.queue.shift()
+    link.queuedBytes -= rec.bytes
+    link.appliedSeq = rec.seq
+    this.#fail(rec)
+    if (rec.m.op === 'resync') {
+      this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
+      return
+    }
+    // The replica refused a change (it had diverged, or a resync read a newer source state
+    // than the change's): repair the paths from the source as it is now.
+    this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
+    for (const path of pathsOf(rec.m)) {
+      link.queue.push({ seq: rec.seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
     }
   }
 
