@@ -340,6 +340,13 @@ static int ap_write_ (const char *path, const char *buf, size_t size, off_t off,
   ssize_t n = pwrite((int) fi->fh, buf, size, off);
   if (n < 0) return -errno;
   if (n == 0) return 0;
+  if (replicating) {
+    // With O_APPEND the data went to the end of the file, wherever the kernel thought that
+    // was (its size for this name can be stale when another name of a hard link grew it).
+    int fl = fcntl((int) fi->fh, F_GETFL);
+    struct stat st;
+    if (fl >= 0 && (fl & O_APPEND) && fstat((int) fi->fh, &st) == 0 && st.st_size >= n) off = st.st_size - n;
+  }
   FORWARD((int) n, js.write(path, buf, (size_t) n, off, fi));
 }
 

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { lstat } from 'node:fs/promises'
 import { LRUCache } from 'lru-cache'
 import { E } from '../errors'
 import type { RemoteHandle, Replica } from '../replica/replica'
@@ -13,6 +14,11 @@ interface OpenFile {
   path: string | null
   /** The hidden name it is being written under, until published. */
   temp: string | null
+  /**
+   * Opened (without O_TRUNC) while another descriptor was writing the file under a temp
+   * name: it writes into that temp file while it lasts, and publishes nothing itself.
+   */
+  shares: OpenFile | null
 }
 
 /**
@@ -47,10 +53,11 @@ function under (path: string, dir: string): boolean {
   return path.length > dir.length && path.startsWith(dir) && path[dir.length] === '/'
 }
 
+/** Seconds with their fraction (SFTP keeps the whole seconds; a file:// replica more). */
 function seconds (t: Timespec, now: number): number | null {
   if (t.nsec === UTIME_OMIT) return null
   if (t.nsec === UTIME_NOW) return now
-  return t.sec
+  return t.sec + t.nsec / 1e9
 }
 
 /**
@@ -142,13 +149,25 @@ export class Applier {
     const r = this.#r
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
-    this.#open.set(fh, { path, temp: atomic ? name : null })
+    this.#open.set(fh, { path, temp: atomic ? name : null, shares: null })
     const opening = this.#track(r.openWrite(name, true, true, mode))
     this.#handles.set(fh, opening)
     const h = await opening
     // The server's umask may have narrowed the mode.
     if ((mode & 0o7022) !== 0) await r.chmod(h.path, mode)
     await this.#owner(h.path, uid, gid)
+  }
+
+  /**
+   * A file being written under a temp name lost its name on the source (unlinked, or
+   * replaced by a rename): its temp file goes now, so that its directory can be removed or
+   * renamed as on the source. The open handle keeps working on the unlinked file.
+   */
+  async #drop (f: OpenFile): Promise<void> {
+    const temp = f.temp
+    f.path = null
+    f.temp = null
+    if (temp !== null) await this.#r.unlink(temp)
   }
 
   async #publish (f: OpenFile): Promise<void> {
@@ -159,18 +178,27 @@ export class Applier {
     else await this.#r.rename(temp, f.path)
   }
 
+  async #sourceLinks (path: string): Promise<number> {
+    try {
+      return (await lstat(Buffer.from(this.#o.sourceRoot + path, 'latin1'))).nlink
+    } catch {
+      return 1
+    }
+  }
+
   #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {
     const known = this.#handles.get(fh)
     if (known !== undefined) return known
     let f = this.#open.get(fh)
     if (f === undefined) {
-      // Opened before this applier knew it (a restart, a catch-up): write in place.
+      // Opened without O_TRUNC, or before this applier knew it (a restart): write in place,
+      // or into the temp file if another descriptor is still writing the file under one.
       if (path === null) return null
-      f = { path, temp: null }
+      f = { path, temp: null, shares: this.#pending(path) ?? null }
       this.#open.set(fh, f)
     }
     // Never opened here, or closed as least recently used: reopen, without truncating.
-    const p = f.temp ?? f.path
+    const p = f.shares?.temp ?? f.temp ?? f.path
     if (p === null) return null
     const opening = this.#track(this.#r.openWrite(p, true, false, 0o644))
     this.#handles.set(fh, opening)
@@ -188,7 +216,15 @@ export class Applier {
         this.#closeStale(m.fh)
         if (!this.#o.atomicPublish) {
           const handle = this.#track(r.openWrite(m.path, true, true, 0o644))
-          this.#open.set(m.fh, { path: m.path, temp: null })
+          this.#open.set(m.fh, { path: m.path, temp: null, shares: null })
+          this.#handles.set(m.fh, handle)
+          await handle
+          return
+        }
+        // A file with other names (hard links) must keep its inode: truncate it in place.
+        if (await this.#sourceLinks(m.path) > 1) {
+          const handle = this.#track(r.openWrite(m.path, true, true, 0o644))
+          this.#open.set(m.fh, { path: m.path, temp: null, shares: null })
           this.#handles.set(m.fh, handle)
           await handle
           return
@@ -249,15 +285,14 @@ export class Applier {
       }
       case 'rename': {
         const moving = this.#pending(m.from)
+        // Replaced on the source before it was ever published: it never will be.
+        const replaced = this.#pending(m.path)
+        if (replaced !== undefined && replaced !== moving) await this.#drop(replaced)
         for (const f of this.#open.values()) {
+          if (f.temp !== null && under(f.temp, m.from)) f.temp = m.path + f.temp.slice(m.from.length)
           if (f.path === null) continue
-          if (f.path === m.path && f !== moving && f.temp !== null) {
-            f.path = null // replaced on the source before it was ever published
-            continue
-          }
           if (f.path === m.from) f.path = m.path
           else if (under(f.path, m.from)) f.path = m.path + f.path.slice(m.from.length)
-          if (f.temp !== null && under(f.temp, m.from)) f.temp = m.path + f.temp.slice(m.from.length)
         }
         // Not yet on the replica under its name: it lands at the new name when published.
         if (moving !== undefined) return
@@ -265,10 +300,7 @@ export class Applier {
       }
       case 'unlink': {
         const f = this.#pending(m.path)
-        if (f !== undefined) {
-          f.path = null
-          return
-        }
+        if (f !== undefined) return this.#drop(f)
         return r.unlink(m.path)
       }
       case 'rmdir':
@@ -278,7 +310,7 @@ export class Applier {
       case 'chown':
         return r.chown(this.#target(m.path), m.owner, m.group)
       case 'utimens': {
-        const now = Math.floor(Date.now() / 1000)
+        const now = Date.now() / 1000
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }
       case 'resync':

@@ -331,7 +331,22 @@ export class Replicator implements ReplicationHook {
     rec.waiter = null
     clearTimeout(w.timer)
     detach(rec)
+    this.#orphaned(rec.m)
     w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} lost on ${rec.m.op}`), { code: 'EIO' }))
+  }
+
+  /**
+   * A create or truncating open that answers EIO: the local layer closes the file, and the
+   * kernel will send no release for it. The replicas get one anyway, queued before the
+   * answer (so before the descriptor number can be reused), so they publish the file the
+   * source keeps.
+   */
+  #orphaned (m: Mutation): void {
+    if (m.op !== 'create' && m.op !== 'open-truncate') return
+    const release: Mutation = { op: 'release', path: m.path, fh: m.fh, uid: m.uid, gid: m.gid }
+    const rec: Rec = { seq: ++this.#seq, m: release, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null }
+    for (const link of this.#links) this.#enqueue(link, rec)
+    void this.#o.journal?.append(rec.seq, release)
   }
 
   /** The sync deadline passed: whoever has not applied the change yet is degraded. */
@@ -346,8 +361,12 @@ export class Replicator implements ReplicationHook {
       }
     }
     detach(rec)
-    if (rec.acks >= this.#o.quorum) w.resolve()
-    else w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`), { code: 'EIO' }))
+    if (rec.acks >= this.#o.quorum) {
+      w.resolve()
+      return
+    }
+    this.#orphaned(rec.m)
+    w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`), { code: 'EIO' }))
   }
 }
 

@@ -1,7 +1,9 @@
 'use strict'
 // Child-process helper for test/replica/*.ts (not a test itself).
 //
-//   node churn.js run <root> <seed> <ops> <deadlineMs> [big]
+//   node churn.js run <root> <seed> <ops> <deadlineMs> [options]
+//     options, comma-separated: 'big' (some files of several 128 KiB writes), 'skip=a+b' (leave
+//     those calls out, e.g. skip=link+open+heldWrite+close).
 //     A seeded random workload on <root> (a replicafs mount): create/write/O_TRUNC overwrite,
 //     writes at offsets, append, truncate/ftruncate, rename (over existing files too, and of
 //     dirs), unlink, mkdir, rmdir, symlink, link, chmod, utimens, and files held open while
@@ -42,7 +44,7 @@ function bytes (rand, n) {
 /** Expected failures of a random call on a real tree (a dir not empty, a name taken...). */
 const EXPECTED = new Set(['ENOENT', 'EEXIST', 'ENOTEMPTY', 'EISDIR', 'ENOTDIR', 'EINVAL'])
 
-function run (root, seed, maxOps, deadlineMs, big) {
+function run (root, seed, maxOps, deadlineMs, big, skip) {
   const rand = prng(seed)
   const int = n => Math.floor(rand() * n)
   const pick = arr => arr.length === 0 ? undefined : arr[int(arr.length)]
@@ -211,8 +213,6 @@ function run (root, seed, maxOps, deadlineMs, big) {
     ['unlink', 7], ['mkdir', 5], ['rmdir', 3], ['symlink', 4], ['link', 5], ['chmod', 5], ['utimens', 5],
     ['open', 3], ['heldWrite', 6], ['close', 3],
   ]
-  // investigation knob: CHURN_SKIP=op,op leaves those calls out
-  const skip = new Set((process.env.CHURN_SKIP ?? '').split(',').filter(Boolean))
   for (const w of weights) if (skip.has(w[0])) w[1] = 0
   const total = weights.reduce((s, [, w]) => s + w, 0)
   const choose = () => {
@@ -230,7 +230,7 @@ function run (root, seed, maxOps, deadlineMs, big) {
       ops[name]()
     } catch (err) {
       const code = err.code ?? String(err)
-      errors[code] = (errors[code] ?? 0) + 1
+      errors[`${name} ${code}`] = (errors[`${name} ${code}`] ?? 0) + 1
       if (!EXPECTED.has(code) && unexpected.length < 20) unexpected.push(`${name}: ${err.message}`)
       // a failed call changes nothing we track, except a dir rename: rescan to be sure
       if (name === 'rename') rescanAll()
@@ -298,13 +298,15 @@ function upload (file, size, chunk) {
 
 const [cmd, ...args] = process.argv.slice(2)
 if (cmd === 'run') {
-  const [root, seed, ops, deadline, big] = args
-  process.stdout.write(JSON.stringify(run(root, Number(seed), Number(ops), Number(deadline), big === 'big')) + '\n')
+  const [root, seed, ops, deadline, options = ''] = args
+  const opts = options.split(',')
+  const skip = new Set(opts.filter(o => o.startsWith('skip=')).flatMap(o => o.slice(5).split('+')))
+  process.stdout.write(JSON.stringify(run(root, Number(seed), Number(ops), Number(deadline), opts.includes('big'), skip)) + '\n')
 } else if (cmd === 'snapshot') {
   process.stdout.write(JSON.stringify(snapshot(args[0])) + '\n')
 } else if (cmd === 'upload') {
   process.stdout.write(upload(args[0], Number(args[1]), Number(args[2])) + '\n')
 } else {
-  process.stderr.write('usage: churn.js run <root> <seed> <ops> <deadlineMs> [big] | snapshot <dir> | upload <file> <bytes> <chunk>\n')
+  process.stderr.write('usage: churn.js run <root> <seed> <ops> <deadlineMs> [big,skip=a+b] | snapshot <dir> | upload <file> <bytes> <chunk>\n')
   process.exit(2)
 }

@@ -9,7 +9,7 @@
  * - a reader of the sftp replica never sees a half-uploaded file under its final name.
  */
 import t from 'tap'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
   appendFileSync, chmodSync, chownSync, closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync,
@@ -20,7 +20,7 @@ import { readFile, readdir, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 
 const run = promisify(execFile)
@@ -59,7 +59,7 @@ async function rig (t: tap.Test, mode: 'sync' | 'async', extra: string[] = []): 
   })
   sshd = await startSshd()
   daemon = await startDaemon([
-    'mount', source, mnt,
+    'mount', source, mnt, ...stateDir(dir),
     '--replica', `file://${rfile}`,
     '--replica', `sftp://root@${sshd.host}:${sshd.port}${rsftp}`,
     '--identity', sshd.identity, '--known-hosts', sshd.knownHosts,
@@ -70,6 +70,11 @@ async function rig (t: tap.Test, mode: 'sync' | 'async', extra: string[] = []): 
     all: [['source', source], ['file replica', rfile], ['sftp replica', rsftp]],
     replicas: [['file replica', rfile], ['sftp replica', rsftp]],
   }
+}
+
+/** `--state-dir` inside the test's dir, when this build has the option (async state stays out of /var/lib). */
+function stateDir (dir: string): string[] {
+  return /--state-dir/.test(execFileSync(process.execPath, [CLI, 'mount', '--help'], { encoding: 'utf8' })) ? ['--state-dir', join(dir, 'state')] : []
 }
 
 /** The daemon's warnings and errors, for a failing test's output. */
@@ -177,10 +182,12 @@ t.test('every changing call, sync mode, on a file:// and an sftp replica', async
     writeSync(fd, 'tail', 4 * MiB)
     closeSync(fd)
     content(t, 'sparse.bin', want, 'hole in a new file')
+    // where the source's disk keeps holes, the replicas' (the same disk here) must too
+    const sparse = statSync(join(r.source, 'sparse.bin')).blocks * 512 < MiB
     each((dir, label) => {
       const st = statSync(join(dir, 'sparse.bin'))
       t.equal(st.size, size, `size on the ${label}`)
-      t.ok(st.blocks * 512 < MiB, `sparse on the ${label} (${st.blocks * 512} bytes allocated)`)
+      if (sparse) t.ok(st.blocks * 512 < MiB, `sparse on the ${label} (${st.blocks * 512} bytes allocated)`)
     })
     // in place: past the end of an existing file
     const fd2 = openSync(m('a.txt'), 'r+')
@@ -320,7 +327,7 @@ t.test('every changing call, sync mode, on a file:// and an sftp replica', async
   })
 })
 
-t.test('calls that meet a file still being written, sync mode', async t => {
+t.test('hard links and files still being written, sync mode', async t => {
   const r = await rig(t, 'sync')
   const m = (p: string) => join(r.mnt, p)
   const same = (t: tap.Test, rel: string, what: string) => {
@@ -342,6 +349,17 @@ t.test('calls that meet a file still being written, sync mode', async t => {
       t.equal(statSync(join(dir, 'h2')).ino, statSync(join(dir, 'h1')).ino, `h1 and h2 still one inode on the ${label}`)
     }
     noTemps(t, r, 'after close')
+  })
+
+  t.test('append through one name of a hard link right after the file grew through the other', async t => {
+    writeFileSync(m('ap1'), 'aaaa')
+    linkSync(m('ap1'), m('ap2'))
+    t.equal(statSync(m('ap2')).size, 4, 'ap2 seen at 4 bytes')
+    appendFileSync(m('ap1'), 'bbbb')
+    appendFileSync(m('ap2'), 'cc')
+    t.equal(readFileSync(join(r.source, 'ap1'), 'utf8'), 'aaaabbbbcc', 'source: both appends, in order')
+    same(t, 'ap1', 'O_APPEND through a second name')
+    same(t, 'ap2', 'O_APPEND through a second name')
   })
 
   t.test('a second descriptor writes a new file still open on the first', async t => {
@@ -411,13 +429,13 @@ t.test('calls that meet a file still being written, sync mode', async t => {
   })
 })
 
-async function churn (t: tap.Test, mode: 'sync' | 'async', seed: number): Promise<void> {
+async function churn (t: tap.Test, mode: 'sync' | 'async', seed: number, options = 'big'): Promise<void> {
   // async: the SIGTERM drain may take up to --timeout
   const r = await rig(t, mode, ['--timeout', mode === 'async' ? '60' : '10'])
   const started = Date.now()
-  const { stdout } = await run(process.execPath, [CHURN, 'run', r.mnt, String(seed), '3000', '45000', 'big'], { timeout: 90_000, maxBuffer: 16 * MiB })
+  const { stdout } = await run(process.execPath, [CHURN, 'run', r.mnt, String(seed), '3000', '40000', options], { timeout: 60_000, maxBuffer: 16 * MiB })
   const res = JSON.parse(stdout) as { ops: number, done: boolean, counts: Record<string, number>, errors: Record<string, number>, unexpected: string[], entries: number }
-  t.comment(`${mode}: ${res.ops} calls in ${Date.now() - started} ms, ${res.entries} entries, expected errors ${JSON.stringify(res.errors)}`)
+  t.comment(`${mode}: ${res.ops} calls in ${Date.now() - started} ms, ${res.entries} entries, failed calls by kind ${JSON.stringify(res.errors)}`)
   t.ok(res.done, 'the whole workload ran within the deadline')
   t.same(res.unexpected, [], 'no call failed unexpectedly (no EIO)')
   t.ok(res.entries > 100, 'a tree of a few hundred entries')
@@ -451,10 +469,23 @@ t.test('churn, async mode: the replicas equal the source after SIGTERM drains', 
   await churn(t, 'async', 4321)
 })
 
+// The same without hard links and without files held open across other calls: the calls
+// the full churn above shares with the focused tests of files still being written (O_TRUNC
+// of a linked file, a second writer), so that any other divergence stands out on its own.
+const PLAIN = 'big,skip=link+open+heldWrite+close'
+
+t.test('churn without links or held files, sync mode', async t => {
+  await churn(t, 'sync', 777, PLAIN)
+})
+
+t.test('churn without links or held files, async mode', async t => {
+  await churn(t, 'async', 778, PLAIN)
+})
+
 /** Polls `file` until `until` resolves; every sighting of it is recorded as [size, sha256]. */
 async function watch (file: string, until: Promise<unknown>): Promise<{ polls: number, seen: Array<[number, string]>, tempSeen: number }> {
   let done = false
-  void until.finally(() => { done = true })
+  until.then(() => { done = true }, () => { done = true })
   const seen: Array<[number, string]> = []
   let polls = 0
   let tempSeen = 0
