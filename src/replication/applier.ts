@@ -1,9 +1,7 @@
 import { createHash } from 'node:crypto'
 import { lstat } from 'node:fs/promises'
 import { LRUCache } from 'lru-cache'
-import { E } from '../errors'
 import type { RemoteHandle, Replica } from '../replica/replica'
-import { ReplicaError } from '../replica/replica'
 import { Mirror } from './mirror'
 import { UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
@@ -271,7 +269,8 @@ export class Applier {
         await r.mkdir(m.path, m.mode)
         return this.#owner(m.path, m.uid, m.gid)
       case 'mknod':
-        if ((m.mode & 0o170000) !== 0o010000) throw new ReplicaError(`mknod ${m.path}: only fifos are replicated`, E.EOPNOTSUPP)
+        // Device nodes and sockets stay local: a document root has no use for them.
+        if ((m.mode & 0o170000) !== 0o010000) return
         await r.mkfifo(m.path, m.mode)
         return this.#owner(m.path, m.uid, m.gid)
       case 'symlink':

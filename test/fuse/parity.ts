@@ -7,7 +7,8 @@
  */
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { mountFixture, type Fixture } from '../helpers/mount'
 
@@ -575,8 +576,17 @@ const SETGID: Group = (_d, who) => {
   })
 }
 
-t.test('posix parity: mount vs native directory', async t => {
-  const f = await mountFixture(['--allow-other'])
+// Twice: as a plain passthrough (no call reaches JS), and replicating to a file:// replica in
+// sync mode (every change goes through the JS op table and the hook before it answers).
+for (const replicated of [false, true]) t.test(`posix parity: mount vs native directory${replicated ? ', replicating' : ''}`, async t => {
+  const extra: string[] = []
+  if (replicated) {
+    const rdir = mkdtempSync(join(tmpdir(), 'replicafs-parity-replica-'))
+    t.teardown(() => rmSync(rdir, { recursive: true, force: true }))
+    mkdirSync(join(rdir, 'replica'))
+    extra.push('--replica', `file://${join(rdir, 'replica')}`, '--state-dir', join(rdir, 'state'))
+  }
+  const f = await mountFixture(['--allow-other', ...extra])
   t.teardown(() => f.teardown())
   // The unprivileged user must be able to reach both sides.
   chmodSync(f.dir, 0o755)
