@@ -299,6 +299,10 @@ static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   fi->fh = (uint64_t) fd;
   // Only an open that truncates changes something.
   if (!replicating || !(fi->flags & O_TRUNC) || (fi->flags & O_ACCMODE) == O_RDONLY) return 0;
+  // Replicas write a truncated file under a temp name unless it has other names (hard links)
+  // now, when the source truncated it: later changes cannot make that decision again.
+  struct stat st;
+  rfs_set_extra(fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1);
   rfs_set_result(fd);
   int res = js.open(path, fi);
   if (res < 0) close(fd);

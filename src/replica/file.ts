@@ -7,8 +7,6 @@ import { confine, ReplicaError, type RemoteHandle, type RemoteStat, type Replica
 /** `file:///abs/path`: a directory on this machine (a second disk, an NFS mount). */
 export class FileReplica implements Replica {
   readonly url: string
-  // node:fs runs calls on a thread pool: two in flight may complete in either order.
-  readonly ordered = false
   readonly #root: string
 
   constructor (url: string, root: string) {

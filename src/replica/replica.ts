@@ -10,8 +10,6 @@
  */
 export interface Replica {
   readonly url: string
-  /** Requests are applied in the order they are sent, so they may be sent without waiting. */
-  readonly ordered: boolean
   /** Connects (or reconnects). Rejects with a ReplicaError; `permanent` ones need a human. */
   connect (): Promise<void>
   close (): Promise<void>

@@ -77,8 +77,6 @@ function wire (bytes: string): string {
 
 export class SftpReplica implements Replica {
   readonly url: string
-  // OpenSSH's sftp-server answers one channel's requests in turn, in the order sent.
-  readonly ordered = true
   readonly #o: SftpOptions
   readonly #root: string
   #client: Client | null = null

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import { lstat } from 'node:fs/promises'
 import { LRUCache } from 'lru-cache'
 import type { RemoteHandle, Replica } from '../replica/replica'
 import { Mirror } from './mirror'
@@ -73,8 +72,6 @@ export class Applier {
   readonly #o: ApplierOptions
   readonly #open = new Map<number, OpenFile>()
   readonly #handles: LRUCache<number, Promise<RemoteHandle>>
-  /** Handles whose open has completed, for writes that can be sent without waiting. */
-  readonly #ready = new WeakMap<Promise<RemoteHandle>, RemoteHandle>()
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.#r = replica
@@ -95,23 +92,6 @@ export class Applier {
     this.#handles.clear()
   }
 
-  /**
-   * A write sent at once, without waiting for anything before it, when its file's handle is
-   * open already; null otherwise (apply it in turn). For replicas that apply requests in the
-   * order they are sent (one SFTP channel), this lets writes stream.
-   */
-  writeNow (m: Mutation): Promise<void> | null {
-    if (m.op !== 'write') return null
-    const opening = this.#handles.get(m.fh)
-    const h = opening === undefined ? undefined : this.#ready.get(opening)
-    if (h === undefined) return null
-    return this.#r.write(h, m.offset, m.data)
-  }
-
-  #track (opening: Promise<RemoteHandle>): Promise<RemoteHandle> {
-    opening.then(h => this.#ready.set(opening, h), () => {})
-    return opening
-  }
 
   /**
    * End of a journal replay: files whose release the journal never saw (the daemon was
@@ -148,7 +128,7 @@ export class Applier {
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
     this.#open.set(fh, { path, temp: atomic ? name : null, shares: null })
-    const opening = this.#track(r.openWrite(name, true, true, mode))
+    const opening = r.openWrite(name, true, true, mode)
     this.#handles.set(fh, opening)
     const h = await opening
     // The server's umask may have narrowed the mode.
@@ -176,14 +156,6 @@ export class Applier {
     else await this.#r.rename(temp, f.path)
   }
 
-  async #sourceLinks (path: string): Promise<number> {
-    try {
-      return (await lstat(Buffer.from(this.#o.sourceRoot + path, 'latin1'))).nlink
-    } catch {
-      return 1
-    }
-  }
-
   #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {
     const known = this.#handles.get(fh)
     if (known !== undefined) return known
@@ -198,7 +170,7 @@ export class Applier {
     // Never opened here, or closed as least recently used: reopen, without truncating.
     const p = f.shares?.temp ?? f.temp ?? f.path
     if (p === null) return null
-    const opening = this.#track(this.#r.openWrite(p, true, false, 0o644))
+    const opening = this.#r.openWrite(p, true, false, 0o644)
     this.#handles.set(fh, opening)
     return opening
   }
@@ -213,15 +185,15 @@ export class Applier {
       case 'open-truncate': {
         this.#closeStale(m.fh)
         if (!this.#o.atomicPublish) {
-          const handle = this.#track(r.openWrite(m.path, true, true, 0o644))
+          const handle = r.openWrite(m.path, true, true, 0o644)
           this.#open.set(m.fh, { path: m.path, temp: null, shares: null })
           this.#handles.set(m.fh, handle)
           await handle
           return
         }
         // A file with other names (hard links) must keep its inode: truncate it in place.
-        if (await this.#sourceLinks(m.path) > 1) {
-          const handle = this.#track(r.openWrite(m.path, true, true, 0o644))
+        if (m.links > 1) {
+          const handle = r.openWrite(m.path, true, true, 0o644)
           this.#open.set(m.fh, { path: m.path, temp: null, shares: null })
           this.#handles.set(m.fh, handle)
           await handle

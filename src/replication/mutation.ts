@@ -10,7 +10,8 @@
  */
 export type Mutation =
   | { op: 'create', path: string, mode: number, flags: number, fh: number, uid: number, gid: number }
-  | { op: 'open-truncate', path: string, fh: number, uid: number, gid: number }
+  /** `links`: the file's link count when the source truncated it. */
+  | { op: 'open-truncate', path: string, fh: number, links: number, uid: number, gid: number }
   | { op: 'write', path: string | null, fh: number, offset: number, data: Buffer, uid: number, gid: number }
   | { op: 'truncate', path: string | null, fh: number | null, size: number, uid: number, gid: number }
   | { op: 'fsync', path: string | null, fh: number, datasync: boolean, uid: number, gid: number }

@@ -53,8 +53,6 @@ class Link {
   }
 }
 
-/** Bytes of writes sent to an ordered replica and not yet acknowledged, at most. */
-const PIPELINE_BYTES = 4 * 1024 * 1024
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
 
@@ -195,7 +193,6 @@ export class Replicator implements ReplicationHook {
           await this.#reconnect(link)
           continue
         }
-        if (link.replica.ordered && await this.#pipeline(link)) continue
         const rec = link.queue[0] as Rec
         try {
           await link.applier.apply(rec.m)
@@ -216,37 +213,6 @@ export class Replicator implements ReplicationHook {
       this.#o.log.info('replica', `${link.replica.url}: caught up, in sync`)
       link.state = 'in sync'
     }
-  }
-
-  /**
-   * Writes at the head of the queue whose handles are open are sent at once, up to
-   * PIPELINE_BYTES, and acknowledged in order. False when the head cannot go that way.
-   * A failure stops at the first failed write; the ones after it stay queued and are sent
-   * again (writes are idempotent).
-   */
-  async #pipeline (link: Link): Promise<boolean> {
-    const sent: Promise<void>[] = []
-    let bytes = 0
-    for (const rec of link.queue) {
-      if (bytes >= PIPELINE_BYTES) break
-      const p = link.applier.writeNow(rec.m)
-      if (p === null) break
-      p.catch(() => {})
-      sent.push(p)
-      bytes += rec.bytes
-    }
-    if (sent.length === 0) return false
-    for (const p of sent) {
-      const rec = link.queue[0] as Rec
-      try {
-        await p
-      } catch (err) {
-        this.#failed(link, rec, err)
-        return true
-      }
-      this.#applied(link, rec)
-    }
-    return true
   }
 
   #applied (link: Link, rec: Rec): void {
