@@ -81,6 +81,8 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
     throw new UserError(`mount takes a source and a mountpoint\n${USAGE}`, EXIT.usage)
   }
 
+  // A log that cannot be written (stderr's reader gone) must not become an error to log.
+  process.stderr.on('error', () => {})
   process.on('uncaughtException', err => log.error('main', 'uncaught exception (the mount stays up)', err))
   process.on('unhandledRejection', err => log.error('main', 'unhandled rejection (the mount stays up)', err))
 
