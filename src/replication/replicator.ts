@@ -102,10 +102,6 @@ export class Replicator implements ReplicationHook {
     this.#links = replicas.map(r => new Link(r, o.applier))
   }
 
-  get links (): readonly Link[] {
-    return this.#links
-  }
-
   apply (m: Mutation): void | Promise<void> {
     const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, replay: false, waiter: null }
     if (this.#o.mode === 'async') {
@@ -118,6 +114,11 @@ export class Replicator implements ReplicationHook {
     }
     for (const link of this.#links) this.#enqueue(link, rec)
     if (rec.acks >= this.#o.quorum) return
+    if (this.#links.length - rec.fails < this.#o.quorum) {
+      // Replicas stopped for good (a changed host key): no need to wait for the deadline.
+      this.#orphaned(m)
+      return Promise.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} cannot be met on ${m.op}`), { code: 'EIO' }))
+    }
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.#deadline(rec), this.#o.timeoutMs)
       rec.waiter = { resolve, reject, timer }
