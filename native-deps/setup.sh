@@ -3,16 +3,18 @@
 # each step is skipped when already done.
 #
 #   native-deps/setup.sh          runtime: FUSE, the build toolchain, npm packages, the build
-#   native-deps/setup.sh --test   also what the test suite drives (python3 for xattr/mmap probes)
-#   native-deps/setup.sh --bench  also what the benchmark compares against (bindfs)
+#   native-deps/setup.sh --test   also what the test suite drives: OpenSSH's sshd and ssh-keygen
+#                                 for the replicas, python3 for the xattr/mmap probes
+#   native-deps/setup.sh --bench  also what the benchmarks compare against: bindfs, OpenSSH's
+#                                 sftp, rsync, lsyncd
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(fuse libfuse2 libfuse-dev pkg-config python3 make g++ patch)
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(procps psmisc) ;;
-    --bench) packages+=(bindfs) ;;
+    --test) packages+=(openssh-server openssh-client procps) ;;
+    --bench) packages+=(bindfs openssh-server openssh-client rsync lsyncd) ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
