@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path'
 import { cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 import { run, running } from './proc'
+import { envInt, QUICK } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { generateTree, type TreeStats } from './tree'
 
@@ -20,15 +21,6 @@ const MiB = 1024 * 1024
 const BLOCK = 128 * 1024
 const CIPHER = 'aes128-gcm@openssh.com'
 
-function envInt (name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${v}: a positive integer is needed`)
-  return n
-}
-
-const QUICK = process.env.BENCH_QUICK === '1'
 const CFG = {
   reps: envInt('BENCH_REPS', QUICK ? 1 : 3),
   seqMiB: envInt('BENCH_SEQ_MIB', QUICK ? 128 : 1024),

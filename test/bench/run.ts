@@ -9,6 +9,7 @@ import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { cleanupDir } from '../helpers/mount'
 import { run, runParallel, running } from './proc'
+import { envInt, QUICK } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { bindfsTarget, nativeTarget, replicafsTarget, type Target } from './targets'
 import { generateTree, type TreeStats } from './tree'
@@ -16,15 +17,6 @@ import { generateTree, type TreeStats } from './tree'
 const PROJECT = resolve(__dirname, '..', '..', '..')
 const MiB = 1024 * 1024
 
-function envInt (name: string, dflt: number): number {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${v}: a positive integer is needed`)
-  return n
-}
-
-const QUICK = process.env.BENCH_QUICK === '1'
 const CFG = {
   reps: envInt('BENCH_REPS', QUICK ? 1 : 3),
   seqMiB: envInt('BENCH_SEQ_MIB', QUICK ? 128 : 1024),
