@@ -50,7 +50,10 @@ export class FileReplica implements Replica {
     })
   }
 
-  write (h: RemoteHandle, offset: number, data: Buffer): Promise<void> {
+  write (h: RemoteHandle, offset: number, bytes: Buffer): Promise<void> {
+    // The thread pool reads the buffer while the call may already have answered (a quorum
+    // met without this replica, a deadline passed) and the kernel reused its memory: copy.
+    const data = Buffer.from(bytes)
     return this.#do(`write ${h.path}`, async () => {
       const fh = (h as FileRemoteHandle).fh
       let done = 0
