@@ -9,7 +9,7 @@
  * - a reader of the sftp replica never sees a half-uploaded file under its final name.
  */
 import t from 'tap'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
   appendFileSync, chmodSync, chownSync, closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync,
@@ -20,7 +20,7 @@ import { readFile, readdir, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 
 const run = promisify(execFile)
@@ -72,9 +72,9 @@ async function rig (t: tap.Test, mode: 'sync' | 'async', extra: string[] = []): 
   }
 }
 
-/** `--state-dir` inside the test's dir, when this build has the option (async state stays out of /var/lib). */
+/** `--state-dir` inside the test's dir: the journal and intents stay out of /var/lib. */
 function stateDir (dir: string): string[] {
-  return /--state-dir/.test(execFileSync(process.execPath, [CLI, 'mount', '--help'], { encoding: 'utf8' })) ? ['--state-dir', join(dir, 'state')] : []
+  return ['--state-dir', join(dir, 'state')]
 }
 
 /** The daemon's warnings and errors, for a failing test's output. */
