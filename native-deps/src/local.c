@@ -43,8 +43,8 @@ static gid_t daemon_gid;
 static struct fuse_operations js;
 static int replicating = 0;
 
-// Intents (async mode): the paths of each change, appended before it is applied and dropped
-// once every change in flight has been journaled by JS. A kill between the local apply and
+// Intents: the paths of each change, appended before it is applied and dropped once no change
+// is in flight (each was journaled by JS in async mode, or applied by the quorum in sync mode). A kill between the local apply and
 // the journal leaves them here; the restart resyncs those paths (src/replication/setup.ts).
 static int intent_fd = -1;
 static pthread_mutex_t intent_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -475,7 +475,7 @@ static int ap_removexattr (const char *path, const char *name) {
   FORWARD(0, js.removexattr(path, name));
 }
 
-// Each change: its intent first (async mode), then the change.
+// Each change: its intent first, then the change.
 static int ap_open (const char *path, struct fuse_file_info *fi) {
   const char *a = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY ? path : NULL;
   WITH_INTENT(a, NULL, ap_open_(path, fi));

@@ -6,7 +6,7 @@
 
 // Opens the source directory that every call is applied to. `replicate`: hand each change
 // that succeeded to JS (fuse-native's dispatchers). `intents`: a file to log the paths of
-// each change before it is applied (async mode), or NULL/"". 0 or -errno.
+// each change before it is applied, or NULL/"". 0 or -errno.
 int rfs_local_init (const char *root, int replicate, const char *intents);
 
 // Points every call at local.c; the changes keep fuse-native's dispatchers to forward to.

@@ -173,14 +173,23 @@ export class SftpReplica implements Replica {
         this.#sftp = null
       }
     })
-    const sftp = await new Promise<SFTPWrapper>((resolve, reject) => client.sftp((err, s) => err ? reject(new ReplicaError(`${this.url}: cannot open the sftp subsystem: ${err.message}`, E.EIO, 'transient')) : resolve(s)))
+    let sftp: SFTPWrapper
+    try {
+      sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer in ${o.timeoutMs} ms`)), o.timeoutMs)
+        client.sftp((err, s) => {
+          clearTimeout(timer)
+          if (err) reject(err)
+          else resolve(s)
+        })
+      })
+    } catch (err) {
+      client.end()
+      throw new ReplicaError(`${this.url}: cannot open the sftp subsystem: ${(err as Error).message}`, E.EIO, 'transient')
+    }
     this.#client = client
     this.#sftp = sftp
     this.#extensions = new Set(Object.keys((sftp as unknown as { _extensions: Record<string, string> })._extensions ?? {}))
-  }
-
-  get connected (): boolean {
-    return this.#sftp !== null
   }
 
   async close (): Promise<void> {
@@ -255,9 +264,20 @@ export class SftpReplica implements Replica {
     return this.#req(`truncate ${path}`, (s, cb) => s.setstat(p, { size }, cb))
   }
 
+  /**
+   * OpenSSH's sftp-server answers FAILURE (EPERM here) when the target of mkdir, symlink or
+   * link exists: tell EEXIST apart, so that a replay after a reconnect counts as applied.
+   */
+  async #exists (path: string, err: unknown): Promise<never> {
+    if (err instanceof ReplicaError && err.errno === E.EPERM && (await this.lstat(path).catch(() => null)) !== null) {
+      throw new ReplicaError(err.message, E.EEXIST)
+    }
+    throw err
+  }
+
   async mkdir (path: string, mode: number): Promise<void> {
     const p = this.#p(path)
-    await this.#req(`mkdir ${path}`, (s, cb) => s.mkdir(p, { mode: mode & 0o7777 }, cb))
+    await this.#req(`mkdir ${path}`, (s, cb) => s.mkdir(p, { mode: mode & 0o7777 }, cb)).catch(err => this.#exists(path, err))
     // sftp-server applies its own umask to mkdir's mode: set it exactly.
     await this.#req(`chmod ${path}`, (s, cb) => s.chmod(p, mode & 0o7777, cb))
   }
@@ -289,7 +309,7 @@ export class SftpReplica implements Replica {
     const t = wire(target)
     // OpenSSH's sftp-server takes SYMLINK's arguments in the opposite order of the draft,
     // and ssh2 follows OpenSSH: (targetPath, linkPath).
-    return this.#req(`symlink ${path}`, (s, cb) => s.symlink(t, p, cb))
+    return this.#req<void>(`symlink ${path}`, (s, cb) => s.symlink(t, p, cb)).catch(err => this.#exists(path, err))
   }
 
   async link (from: string, to: string): Promise<void> {
@@ -298,7 +318,7 @@ export class SftpReplica implements Replica {
     if (!this.#extensions.has('hardlink@openssh.com')) {
       throw new ReplicaError(`${this.url}: the server lacks hardlink@openssh.com`, E.EOPNOTSUPP)
     }
-    await this.#req(`link ${to}`, (s, cb) => s.ext_openssh_hardlink(a, b, cb))
+    await this.#req(`link ${to}`, (s, cb) => s.ext_openssh_hardlink(a, b, cb)).catch(err => this.#exists(to, err))
   }
 
   async mkfifo (path: string): Promise<void> {

@@ -13,9 +13,16 @@ const SFTP = /^sftp:\/\/(?:([^@/]+)@)?(\[[0-9a-fA-F:.]+\]|[^:/[\]]+)(?::(\d+))?(
  */
 export function parseReplicaUrl (url: string): ReplicaUrl {
   const bad = (why: string) => new UserError(`--replica ${url}: ${why}; expected sftp://[user@]host[:port]/abs/path or file:///abs/path`, EXIT.usage)
+  const decode = (s: string) => {
+    try {
+      return decodeURIComponent(s)
+    } catch {
+      throw bad('a % escape in the path is malformed')
+    }
+  }
   let root: string
   if (url.startsWith('file://')) {
-    root = decodeURIComponent(url.slice('file://'.length))
+    root = decode(url.slice('file://'.length))
     if (!isAbsolute(root)) throw bad('the path is not absolute')
     if (root.split('/').includes('..')) throw bad('the path contains ..')
     return { kind: 'file', url, root: trimSlash(normalize(root)) }
@@ -25,7 +32,7 @@ export function parseReplicaUrl (url: string): ReplicaUrl {
   const [, user, hostRaw, portRaw, pathRaw] = m
   const port = portRaw === undefined ? 22 : Number(portRaw)
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad(`port ${portRaw} is out of range`)
-  root = decodeURIComponent(pathRaw as string)
+  root = decode(pathRaw as string)
   if (root.split('/').includes('..')) throw bad('the path contains ..')
   const host = (hostRaw as string).replace(/^\[(.*)\]$/, '$1')
   return { kind: 'sftp', url, user: user ?? null, host, port, root: trimSlash(normalize(root)) }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import type { RemoteHandle, Replica } from '../replica/replica'
+import { E } from '../errors'
+import { ReplicaError, type RemoteHandle, type Replica } from '../replica/replica'
 import { Mirror } from './mirror'
 import { UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
@@ -11,6 +12,8 @@ interface OpenFile {
   path: string | null
   /** The hidden name it is being written under, until published. */
   temp: string | null
+  /** Opened with O_TRUNC: an old file at `path` waits on the replica to be replaced. */
+  replaces: boolean
   /**
    * Opened (without O_TRUNC) while another descriptor was writing the file under a temp
    * name: it writes into that temp file while it lasts, and publishes nothing itself.
@@ -123,13 +126,12 @@ export class Applier {
     await this.#r.chown(path, uid, gid)
   }
 
-  async #startFile (fh: number, path: string, mode: number, uid: number, gid: number): Promise<void> {
+  async #startFile (fh: number, path: string, mode: number, uid: number, gid: number, replaces: boolean): Promise<void> {
     const r = this.#r
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
-    this.#open.set(fh, { path, temp: atomic ? name : null, shares: null })
-    const opening = r.openWrite(name, true, true, mode)
-    this.#handles.set(fh, opening)
+    this.#open.set(fh, { path, temp: atomic ? name : null, replaces, shares: null })
+    const opening = this.#remember(fh, r.openWrite(name, true, true, mode))
     const h = await opening
     // The server's umask may have narrowed the mode.
     if ((mode & 0o7022) !== 0) await r.chmod(h.path, mode)
@@ -148,12 +150,29 @@ export class Applier {
     if (temp !== null) await this.#r.unlink(temp)
   }
 
+  async #unlinkIfThere (path: string): Promise<void> {
+    try {
+      await this.#r.unlink(path)
+    } catch (err) {
+      if (!(err instanceof ReplicaError && err.errno === E.ENOENT)) throw err
+    }
+  }
+
   async #publish (f: OpenFile): Promise<void> {
     if (f.temp === null) return
     const temp = f.temp
     f.temp = null
     if (f.path === null) await this.#r.unlink(temp)
     else await this.#r.rename(temp, f.path)
+  }
+
+  /** A handle being opened for `fh`; forgotten if the open fails, so a later write retries. */
+  #remember (fh: number, opening: Promise<RemoteHandle>): Promise<RemoteHandle> {
+    this.#handles.set(fh, opening)
+    opening.catch(() => {
+      if (this.#handles.get(fh) === opening) this.#handles.delete(fh)
+    })
+    return opening
   }
 
   #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {
@@ -164,15 +183,13 @@ export class Applier {
       // Opened without O_TRUNC, or before this applier knew it (a restart): write in place,
       // or into the temp file if another descriptor is still writing the file under one.
       if (path === null) return null
-      f = { path, temp: null, shares: this.#pending(path) ?? null }
+      f = { path, temp: null, replaces: false, shares: this.#pending(path) ?? null }
       this.#open.set(fh, f)
     }
     // Never opened here, or closed as least recently used: reopen, without truncating.
     const p = f.shares?.temp ?? f.temp ?? f.path
     if (p === null) return null
-    const opening = this.#r.openWrite(p, true, false, 0o644)
-    this.#handles.set(fh, opening)
-    return opening
+    return this.#remember(fh, this.#r.openWrite(p, true, false, 0o644))
   }
 
   async apply (m: Mutation): Promise<void> {
@@ -180,27 +197,23 @@ export class Applier {
     switch (m.op) {
       case 'create': {
         this.#closeStale(m.fh)
-        return this.#startFile(m.fh, m.path, m.mode, m.uid, m.gid)
+        return this.#startFile(m.fh, m.path, m.mode, m.uid, m.gid, false)
       }
       case 'open-truncate': {
         this.#closeStale(m.fh)
         if (!this.#o.atomicPublish) {
-          const handle = r.openWrite(m.path, true, true, 0o644)
-          this.#open.set(m.fh, { path: m.path, temp: null, shares: null })
-          this.#handles.set(m.fh, handle)
-          await handle
+          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, shares: null })
+          await this.#remember(m.fh, r.openWrite(m.path, true, true, 0o644))
           return
         }
         // A file with other names (hard links) must keep its inode: truncate it in place.
         if (m.links > 1) {
-          const handle = r.openWrite(m.path, true, true, 0o644)
-          this.#open.set(m.fh, { path: m.path, temp: null, shares: null })
-          this.#handles.set(m.fh, handle)
-          await handle
+          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, shares: null })
+          await this.#remember(m.fh, r.openWrite(m.path, true, true, 0o644))
           return
         }
         const st = await r.lstat(m.path)
-        await this.#startFile(m.fh, m.path, st === null ? 0o644 : st.mode & 0o7777, st?.uid ?? this.#o.daemonUid, st?.gid ?? this.#o.daemonGid)
+        await this.#startFile(m.fh, m.path, st === null ? 0o644 : st.mode & 0o7777, st?.uid ?? this.#o.daemonUid, st?.gid ?? this.#o.daemonGid, st !== null)
         return
       }
       case 'write': {
@@ -265,14 +278,22 @@ export class Applier {
           if (f.path === m.from) f.path = m.path
           else if (under(f.path, m.from)) f.path = m.path + f.path.slice(m.from.length)
         }
-        // Not yet on the replica under its name: it lands at the new name when published.
-        if (moving !== undefined) return
+        // Not yet on the replica under its name: it lands at the new name when published;
+        // the old file it replaces (O_TRUNC) leaves the old name now.
+        if (moving !== undefined) {
+          if (moving.replaces) await this.#unlinkIfThere(m.from)
+          moving.replaces = false
+          return
+        }
         return r.rename(m.from, m.path)
       }
       case 'unlink': {
         const f = this.#pending(m.path)
-        if (f !== undefined) return this.#drop(f)
-        return r.unlink(m.path)
+        if (f === undefined) return r.unlink(m.path)
+        const replaces = f.replaces
+        await this.#drop(f)
+        if (replaces) await this.#unlinkIfThere(m.path)
+        return
       }
       case 'rmdir':
         return r.rmdir(m.path)

@@ -70,7 +70,8 @@ export class Mirror {
       }
       for (const name of names) await this.#mirror(join(path, name))
     } else {
-      if (remote !== null) await this.#remove(path)
+      // A file replaces a file atomically (#copy renames over it); anything else goes first.
+      if (remote !== null && !(sameType && st.isFile())) await this.#remove(path)
       if (st.isSymbolicLink()) {
         const target = (await readlink(this.#src(path), { encoding: 'buffer' })).toString('latin1')
         await this.#r.symlink(target, path)
@@ -90,8 +91,14 @@ export class Mirror {
   async #copy (path: string, st: Stats): Promise<void> {
     const dir = path.slice(0, path.lastIndexOf('/') + 1)
     const temp = `${dir}.replicafs.resync${process.pid}.tmp`
-    const h = await this.#r.openWrite(temp, true, true, st.mode & 0o7777)
     const fh = await open(this.#src(path), 'r')
+    let h
+    try {
+      h = await this.#r.openWrite(temp, true, true, st.mode & 0o7777)
+    } catch (err) {
+      await fh.close()
+      throw err
+    }
     try {
       const buf = Buffer.allocUnsafe(CHUNK)
       let offset = 0

@@ -113,9 +113,9 @@ export class Replicator implements ReplicationHook {
       return m.op === 'fsync' ? recorded.then(() => journal.sync()) : recorded
     }
     for (const link of this.#links) this.#enqueue(link, rec)
-    if (rec.acks >= this.#o.quorum) return
     if (this.#links.length - rec.fails < this.#o.quorum) {
       // Replicas stopped for good (a changed host key): no need to wait for the deadline.
+      detach(rec)
       this.#orphaned(m)
       return Promise.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} cannot be met on ${m.op}`), { code: 'EIO' }))
     }
@@ -178,8 +178,12 @@ export class Replicator implements ReplicationHook {
     if (link.queuedBytes > this.#o.queueMaxBytes) {
       // Too far behind to replay: drop what is queued and mirror the whole tree instead.
       this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
-      for (const r of link.queue.splice(0)) this.#fail(r)
-      link.queuedBytes = 0
+      // The change being applied now (the head, while running) finishes as it is.
+      const dropped = link.queue.splice(link.running ? 1 : 0)
+      for (const r of dropped) {
+        link.queuedBytes -= r.bytes
+        this.#fail(r)
+      }
       link.state = 'degraded'
       link.queue.push({ seq: rec.seq, m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
     }
@@ -327,11 +331,8 @@ export class Replicator implements ReplicationHook {
         link.state = 'degraded'
       }
     }
+    // Had the quorum been met, #ack would have answered and cleared the waiter.
     detach(rec)
-    if (rec.acks >= this.#o.quorum) {
-      w.resolve()
-      return
-    }
     this.#orphaned(rec.m)
     w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`), { code: 'EIO' }))
   }

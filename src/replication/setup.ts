@@ -70,7 +70,7 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   return replicator
 }
 
-/** The file local.c logs the paths of each change to before applying it (async mode). */
+/** The file local.c logs the paths of each change to before applying it. */
 export function intentsPath (stateDir: string): string {
   return join(stateDir, 'intents.log')
 }
