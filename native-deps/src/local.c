@@ -302,7 +302,7 @@ static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   // Replicas write a truncated file under a temp name unless it has other names (hard links)
   // now, when the source truncated it: later changes cannot make that decision again.
   struct stat st;
-  rfs_set_extra(fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1);
+  rfs_set_extra(fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1, 0);
   rfs_set_result(fd);
   int res = js.open(path, fi);
   if (res < 0) close(fd);
@@ -365,6 +365,11 @@ static int ap_release (const char *path, struct fuse_file_info *fi) {
   // The descriptor stays open until JS has the release: its number cannot be reused by
   // another open (and confuse the replicas' handle tables) before then.
   if (replicating && writable(fi->fh)) {
+    // The file's times as its writes left them: replicas apply the writes later (async) or
+    // in another second, so they take these rather than their own clock's.
+    struct stat st;
+    if (fstat((int) fi->fh, &st) == 0) rfs_set_extra((uint32_t) st.st_mtim.tv_sec, (uint32_t) st.st_atim.tv_sec);
+    else rfs_set_extra(0, 0);
     rfs_set_result(0);
     js.release(path, fi);
   }

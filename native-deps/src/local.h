@@ -16,7 +16,8 @@ void rfs_local_ops (struct fuse_operations *ops);
 // to hand to JS, where JS reads it (the caller words of the thread-locals buffer).
 void rfs_set_result (int32_t res);
 
-// One more word about that change, read by JS after the result (open: the file's link count).
-void rfs_set_extra (uint32_t extra);
+// Two more words about that change, read by JS after the result (open: the file's link
+// count; release: its mtime and atime, in seconds).
+void rfs_set_extra (uint32_t a, uint32_t b);
 
 #endif

@@ -8,7 +8,7 @@ import type { Changes } from '../source/changes'
  * native-deps/src/local.c applies every call to the source itself; only a change that
  * succeeded, and only when there are replicas, reaches a handler here. Each handler reads the
  * local result and the caller from `l` (the binding's per-thread buffer: words 0-2 are the
- * caller's uid, gid and pid, word 3 the local result, word 4 an extra fact about it), makes one Mutation, and answers
+ * caller's uid, gid and pid, word 3 the local result, words 4-5 extra facts about it), makes one Mutation, and answers
  * through the matching `fuse_native_signal_*`, which must always receive arguments of the
  * right type (a bad one leaves the kernel request unanswered). This is the errno boundary: a
  * handler that throws answers EIO.
@@ -21,6 +21,7 @@ const TWO32 = 4294967296
 
 const result = (l: Buffer): number => l.readInt32LE(12)
 const extra = (l: Buffer): number => l.readUInt32LE(16)
+const extra2 = (l: Buffer): number => l.readUInt32LE(20)
 const uid = (l: Buffer): number => l.readUInt32LE(0)
 const gid = (l: Buffer): number => l.readUInt32LE(4)
 
@@ -94,7 +95,7 @@ export function makeOps (b: NativeBinding, changes: Changes, log: Logger, onInit
 
   const sRelease = s('release')
   on('release', (l, _op, path: string | null, fh: number) => {
-    changes.commit(0, { op: 'release', path, fh, uid: uid(l), gid: gid(l) }, res => sRelease(l, res))
+    changes.commit(0, { op: 'release', path, fh, mtime: extra(l), atime: extra2(l), uid: uid(l), gid: gid(l) }, res => sRelease(l, res))
   })
 
   const sTruncate = s('truncate')

@@ -14,6 +14,8 @@ interface OpenFile {
   temp: string | null
   /** Opened with O_TRUNC: an old file at `path` waits on the replica to be replaced. */
   replaces: boolean
+  /** Written since its times were last set: release sets them as the source has them. */
+  dirty: boolean
   /**
    * Opened (without O_TRUNC) while another descriptor was writing the file under a temp
    * name: it writes into that temp file while it lasts, and publishes nothing itself.
@@ -75,6 +77,8 @@ export class Applier {
   readonly #o: ApplierOptions
   readonly #open = new Map<number, OpenFile>()
   readonly #handles: LRUCache<number, Promise<RemoteHandle>>
+  /** While a journal replay runs: paths written through descriptors opened before it. */
+  #orphans: Set<string> | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.#r = replica
@@ -108,6 +112,16 @@ export class Applier {
       if (h !== undefined) await this.#r.closeHandle(await h)
       await this.#publish(f)
     }
+    // Files opened before the replay's start: what the replay wrote into them went in place,
+    // not where the killed run was writing them (a temp file). Copy them whole instead.
+    const orphans = this.#orphans
+    this.#orphans = null
+    for (const path of orphans ?? []) await new Mirror(this.#o.sourceRoot, this.#r).path(path)
+  }
+
+  /** A journal replay starts: note the files it writes that it never saw opened. */
+  beginReplay (): void {
+    this.#orphans = new Set()
   }
 
   /** The file being written under a temp name for `path`, if any. */
@@ -130,7 +144,7 @@ export class Applier {
     const r = this.#r
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
-    this.#open.set(fh, { path, temp: atomic ? name : null, replaces, shares: null })
+    this.#open.set(fh, { path, temp: atomic ? name : null, replaces, dirty: false, shares: null })
     const opening = this.#remember(fh, r.openWrite(name, true, true, mode))
     const h = await opening
     // The server's umask may have narrowed the mode.
@@ -183,7 +197,8 @@ export class Applier {
       // Opened without O_TRUNC, or before this applier knew it (a restart): write in place,
       // or into the temp file if another descriptor is still writing the file under one.
       if (path === null) return null
-      f = { path, temp: null, replaces: false, shares: this.#pending(path) ?? null }
+      this.#orphans?.add(path)
+      f = { path, temp: null, replaces: false, dirty: false, shares: this.#pending(path) ?? null }
       this.#open.set(fh, f)
     }
     // Never opened here, or closed as least recently used: reopen, without truncating.
@@ -202,13 +217,13 @@ export class Applier {
       case 'open-truncate': {
         this.#closeStale(m.fh)
         if (!this.#o.atomicPublish) {
-          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, shares: null })
+          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, dirty: false, shares: null })
           await this.#remember(m.fh, r.openWrite(m.path, true, true, 0o644))
           return
         }
         // A file with other names (hard links) must keep its inode: truncate it in place.
         if (m.links > 1) {
-          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, shares: null })
+          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, dirty: false, shares: null })
           await this.#remember(m.fh, r.openWrite(m.path, true, true, 0o644))
           return
         }
@@ -219,13 +234,17 @@ export class Applier {
       case 'write': {
         const h = this.#handleFor(m.fh, m.path)
         if (h === null) return
+        const f = this.#open.get(m.fh)
+        if (f !== undefined) f.dirty = true
         return r.write(await h, m.offset, m.data)
       }
       case 'truncate': {
         if (m.fh !== null) {
           const h = this.#handleFor(m.fh, m.path)
-          if (h !== null) return r.ftruncate(await h, m.size)
-          return
+          if (h === null) return
+          const f = this.#open.get(m.fh)
+          if (f !== undefined) f.dirty = true
+          return r.ftruncate(await h, m.size)
         }
         if (m.path !== null) return r.truncate(this.#target(m.path), m.size)
         return
@@ -248,7 +267,14 @@ export class Applier {
         const h = this.#handles.get(m.fh)
         this.#handles.delete(m.fh)
         if (h !== undefined) await r.closeHandle(await h)
-        return this.#publish(f)
+        await this.#publish(f)
+        if (f.dirty && f.path !== null && m.mtime > 0) {
+          // Another descriptor may still be writing it under its temp name.
+          await r.utimes(this.#target(f.path), m.atime, m.mtime).catch(err => {
+            if (!(err instanceof ReplicaError && err.errno === E.ENOENT)) throw err
+          })
+        }
+        return
       }
       case 'mkdir':
         await r.mkdir(m.path, m.mode)
@@ -302,6 +328,7 @@ export class Applier {
       case 'chown':
         return r.chown(this.#target(m.path), m.owner, m.group)
       case 'utimens': {
+        for (const f of this.#open.values()) if (f.path === m.path) f.dirty = false
         const now = Date.now() / 1000
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }

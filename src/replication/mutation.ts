@@ -16,7 +16,8 @@ export type Mutation =
   | { op: 'truncate', path: string | null, fh: number | null, size: number, uid: number, gid: number }
   | { op: 'fsync', path: string | null, fh: number, datasync: boolean, uid: number, gid: number }
   | { op: 'flush', path: string | null, fh: number, uid: number, gid: number }
-  | { op: 'release', path: string | null, fh: number, uid: number, gid: number }
+  /** `mtime`/`atime`: the file's, in seconds, as the source closed it (0: unknown). */
+  | { op: 'release', path: string | null, fh: number, mtime: number, atime: number, uid: number, gid: number }
   | { op: 'mkdir', path: string, mode: number, uid: number, gid: number }
   | { op: 'mknod', path: string, mode: number, rdev: number, uid: number, gid: number }
   | { op: 'symlink', path: string, target: string, uid: number, gid: number }

@@ -156,6 +156,7 @@ export class Replicator implements ReplicationHook {
       // Replayed changes first; then the files they left open are published; then the
       // resyncs of paths that were in flight, which read the source as it is now.
       let last = cursor
+      link.applier.beginReplay()
       for (const r of behind) {
         if (r.m.op === 'resync') continue
         this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, replay: true, waiter: null })
@@ -314,7 +315,7 @@ export class Replicator implements ReplicationHook {
    */
   #orphaned (m: Mutation): void {
     if (m.op !== 'create' && m.op !== 'open-truncate') return
-    const release: Mutation = { op: 'release', path: m.path, fh: m.fh, uid: m.uid, gid: m.gid }
+    const release: Mutation = { op: 'release', path: m.path, fh: m.fh, mtime: 0, atime: 0, uid: m.uid, gid: m.gid }
     const rec: Rec = { seq: ++this.#seq, m: release, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null }
     for (const link of this.#links) this.#enqueue(link, rec)
     void this.#o.journal?.append(rec.seq, release)
