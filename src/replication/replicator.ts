@@ -29,8 +29,6 @@ interface Rec {
   bytes: number
   acks: number
   fails: number
-  /** Replayed from the journal after a kill: it may have reached the replica already. */
-  replay: boolean
   waiter: { resolve: () => void, reject: (err: Error) => void, timer: NodeJS.Timeout } | null
 }
 
@@ -103,7 +101,7 @@ export class Replicator implements ReplicationHook {
   }
 
   apply (m: Mutation): void | Promise<void> {
-    const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, replay: false, waiter: null }
+    const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
     if (this.#o.mode === 'async') {
       detach(rec)
       for (const link of this.#links) this.#enqueue(link, rec)
@@ -159,12 +157,12 @@ export class Replicator implements ReplicationHook {
       link.applier.beginReplay()
       for (const r of behind) {
         if (r.m.op === 'resync') continue
-        this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, replay: true, waiter: null })
+        this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null })
         last = r.seq
       }
-      this.#enqueue(link, { seq: last, m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: true, waiter: null })
+      this.#enqueue(link, { seq: last, m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
       for (const r of behind) {
-        if (r.m.op === 'resync') this.#enqueue(link, { seq: r.seq, m: r.m, bytes: 0, acks: 0, fails: 0, replay: true, waiter: null })
+        if (r.m.op === 'resync') this.#enqueue(link, { seq: r.seq, m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
       }
     }
   }
@@ -186,7 +184,7 @@ export class Replicator implements ReplicationHook {
         this.#fail(r)
       }
       link.state = 'degraded'
-      link.queue.push({ seq: rec.seq, m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
+      link.queue.push({ seq: rec.seq, m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
     }
     if (!link.running) void this.#run(link)
   }
@@ -237,8 +235,10 @@ export class Replicator implements ReplicationHook {
       if (link.state === 'in sync') link.state = 'offline'
       return
     }
-    const already = err instanceof ReplicaError && (ALREADY_DONE[rec.m.op] === err.errno ||
-      (rec.replay && (err.errno === E.ENOENT || err.errno === E.EEXIST)))
+    // A replayed rename that finds nothing is not "already done": a resync may have run in
+    // between, reading a newer source. It falls through to a resync of its paths, like any
+    // change the replica refuses.
+    const already = err instanceof ReplicaError && ALREADY_DONE[rec.m.op] === err.errno
     if (already) {
       this.#applied(link, rec)
       return
@@ -256,7 +256,7 @@ export class Replicator implements ReplicationHook {
     // than the change's): repair the paths from the source as it is now.
     this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
     for (const path of pathsOf(rec.m)) {
-      link.queue.push({ seq: rec.seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null })
+      link.queue.push({ seq: rec.seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
     }
   }
 
@@ -316,7 +316,7 @@ export class Replicator implements ReplicationHook {
   #orphaned (m: Mutation): void {
     if (m.op !== 'create' && m.op !== 'open-truncate') return
     const release: Mutation = { op: 'release', path: m.path, fh: m.fh, mtime: 0, atime: 0, uid: m.uid, gid: m.gid }
-    const rec: Rec = { seq: ++this.#seq, m: release, bytes: 0, acks: 0, fails: 0, replay: false, waiter: null }
+    const rec: Rec = { seq: ++this.#seq, m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
     for (const link of this.#links) this.#enqueue(link, rec)
     void this.#o.journal?.append(rec.seq, release)
   }
