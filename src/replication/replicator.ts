@@ -43,7 +43,6 @@ class Link {
   running = false
   appliedSeq = 0
   backoffMs = 0
-  lastError: { message: string, at: Date } | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -231,7 +230,6 @@ export class Replicator implements ReplicationHook {
   #failed (link: Link, rec: Rec, err: unknown): void {
     if (err instanceof ReplicaError && err.transient) {
       link.connected = false
-      this.#setError(link, err)
       if (link.state === 'in sync') link.state = 'offline'
       return
     }
@@ -243,7 +241,6 @@ export class Replicator implements ReplicationHook {
       this.#applied(link, rec)
       return
     }
-    this.#setError(link, err)
     link.queue.shift()
     link.queuedBytes -= rec.bytes
     link.appliedSeq = rec.seq
@@ -270,7 +267,6 @@ export class Replicator implements ReplicationHook {
       link.state = 'catching up'
       this.#o.log.info('replica', `${link.replica.url}: reconnected, catching up (${link.queue.length} changes queued)`)
     } catch (err) {
-      this.#setError(link, err)
       if (err instanceof ReplicaError && err.permanent) {
         this.#o.log.error('replica', `${link.replica.url}: ${err.message}; replication to it is stopped`)
         link.state = 'failed'
@@ -282,9 +278,6 @@ export class Replicator implements ReplicationHook {
     }
   }
 
-  #setError (link: Link, err: unknown): void {
-    link.lastError = { message: err instanceof Error ? err.message : String(err), at: new Date() }
-  }
 
   #ack (rec: Rec): void {
     rec.acks++

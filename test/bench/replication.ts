@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path'
 import { cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 import { run, running } from './proc'
-import { envInt, QUICK } from './env'
+import { cleanUpOnSignals, envInt, QUICK, reproduceCommand } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { generateTree, type TreeStats } from './tree'
 
@@ -553,19 +553,11 @@ function cleanup (): Promise<void> {
   return cleaning
 }
 
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    if (aborted) return
-    aborted = true
-    log(`\n${sig}: cleaning up`)
-    void cleanup().finally(() => process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)))
-  })
-}
+cleanUpOnSignals(sig => {
+  aborted = true
+  log(`\n${sig}: cleaning up`)
+}, cleanup)
 
-function reproduceCommand (): string {
-  const env = Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}=${v ?? ''}`)
-  return `cd ${PROJECT} && ${[...env, 'npm run bench:replication'].join(' ')}`
-}
 
 function preflight (): void {
   if (process.getuid?.() !== 0) throw new Error('run as root (FUSE, sshd, root login on the replica)')
@@ -671,7 +663,7 @@ async function main (): Promise<number> {
 
   const s = { port: 'PORT', identity: 'KEY', knownHosts: 'KNOWN_HOSTS', user: 'root', host: '127.0.0.1' } as unknown as Sshd
   const commands = [
-    reproduceCommand(),
+    reproduceCommand(PROJECT, 'bench:replication'),
     `  replicafs: node dist/src/cli.js mount SRC MNT --replica sftp://root@127.0.0.1:PORT/REPLICA --identity KEY --known-hosts KNOWN_HOSTS --mode sync|async --state-dir STATE  (no --replica for the plain mount)`,
     `  dd if=INPUT of=MNT/seq.bin bs=${BLOCK} conv=fsync     (INPUT: ${seqLabel} from /dev/urandom, in the page cache)`,
     `  sftp ${sftpArgs(s, 'BATCH').join(' ')}     (BATCH: put INPUT /DEST/seq.bin)`,
@@ -687,7 +679,7 @@ async function main (): Promise<number> {
   let gitRev = ''
   try { gitRev = execFileSync('git', ['-C', PROJECT, 'describe', '--always', '--dirty'], { encoding: 'utf8' }).trim() } catch {}
   writeFileSync(jsonPath, JSON.stringify({
-    date: new Date().toISOString(), command: reproduceCommand(), git: gitRev,
+    date: new Date().toISOString(), command: reproduceCommand(PROJECT, 'bench:replication'), git: gitRev,
     host: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, load1AtStart, foreignAtStart, foreignAtEnd, runCpuBusyPct: runBusy },
     config: CFG, tree: ts, samples, lag, lagWrite, errors, notes, totalSeconds: totalS,
   }, null, 2) + '\n')

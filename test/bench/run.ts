@@ -9,7 +9,7 @@ import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { cleanupDir } from '../helpers/mount'
 import { run, runParallel, running } from './proc'
-import { envInt, QUICK } from './env'
+import { cleanUpOnSignals, envInt, QUICK, reproduceCommand } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { bindfsTarget, nativeTarget, replicafsTarget, type Target } from './targets'
 import { generateTree, type TreeStats } from './tree'
@@ -187,21 +187,11 @@ function cleanup (): Promise<void> {
   return cleaning
 }
 
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    if (aborted) return
-    aborted = true
-    log(`\n${sig}: cleaning up`)
-    void cleanup().finally(() => process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)))
-  })
-}
+cleanUpOnSignals(sig => {
+  aborted = true
+  log(`\n${sig}: cleaning up`)
+}, cleanup)
 
-function reproduceCommand (): string {
-  const env = Object.entries(process.env)
-    .filter(([k]) => k.startsWith('BENCH_'))
-    .map(([k, v]) => `${k}=${v ?? ''}`)
-  return `cd ${PROJECT} && ${[...env, 'npm run bench'].join(' ')}`
-}
 
 function preflight (): void {
   if (process.getuid?.() !== 0) throw new Error('run as root (drop_caches, bindfs, FUSE)')
@@ -289,7 +279,7 @@ async function main (): Promise<number> {
   const jsonPath = join(tmpdir(), `replicafs-bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
   writeFileSync(jsonPath, JSON.stringify({
     date: new Date().toISOString(),
-    command: reproduceCommand(),
+    command: reproduceCommand(PROJECT, 'bench'),
     host: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, load1AtStart: load1AtStart },
     config: CFG,
     tree: ts,
@@ -302,7 +292,7 @@ async function main (): Promise<number> {
 
   const out = process.stdout
   out.write('\n')
-  out.write(`reproduce: ${reproduceCommand()}\n`)
+  out.write(`reproduce: ${reproduceCommand(PROJECT, 'bench')}\n`)
   out.write(`medians of ${CFG.reps} run(s); ${release()}, ${cpus().length} CPUs; same disk (${work} removed); ` +
     `(a) dd ${CFG.seqMiB} MiB bs=128k conv=fsync, (b) dd read after drop_caches, ` +
     `(c) cp -a of ${ts.files + ts.symlinks} files+symlinks in ${ts.dirs} dirs, ${(ts.bytes / 1e6).toFixed(0)} MB (cp only, no sync), ` +
