@@ -133,6 +133,24 @@ export class Replicator implements ReplicationHook {
     return false
   }
 
+  /**
+   * Resolves true once every replica has nothing queued (or failed for good), false after
+   * `timeoutMs`: the wait for a journal's replay before the mount accepts new changes.
+   */
+  async settle (timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs
+    while (Date.now() < end) {
+      if (this.#links.every(l => l.state === 'failed' || (l.queue.length === 0 && !l.running))) return true
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    return false
+  }
+
+  /** Changes queued for the replicas, summed. */
+  get queued (): number {
+    return this.#links.reduce((n, l) => n + l.queue.length, 0)
+  }
+
   async close (): Promise<void> {
     await this.#o.journal?.close()
     await Promise.all(this.#links.map(l => l.replica.close()))
@@ -149,7 +167,8 @@ export class Replicator implements ReplicationHook {
       const cursor = cursors[link.replica.url] ?? 0
       link.appliedSeq = cursor
       const behind = records.filter(r => r.seq > cursor)
-      if (behind.length > 0) this.#o.log.info('journal', `${link.replica.url}: replaying ${behind.length} changes from the journal`)
+      if (behind.length === 0) continue
+      this.#o.log.info('journal', `${link.replica.url}: replaying ${behind.length} changes from the journal`)
       // Replayed changes first; then the files they left open are published; then the
       // resyncs of paths that were in flight, which read the source as it is now.
       let last = cursor
@@ -200,7 +219,7 @@ export class Replicator implements ReplicationHook {
         try {
           await link.applier.apply(rec.m)
         } catch (err) {
-          this.#failed(link, rec, err)
+          await this.#failed(link, rec, err)
           continue
         }
         this.#applied(link, rec)
@@ -221,13 +240,12 @@ export class Replicator implements ReplicationHook {
   #applied (link: Link, rec: Rec): void {
     link.queue.shift()
     link.queuedBytes -= rec.bytes
-    link.appliedSeq = rec.seq
-    this.#o.journal?.setCursor(link.replica.url, rec.seq)
+    this.#advance(link, rec.seq)
     this.#ack(rec)
   }
 
   /** A change the replica did not apply: retry after a reconnect, or repair the path. */
-  #failed (link: Link, rec: Rec, err: unknown): void {
+  async #failed (link: Link, rec: Rec, err: unknown): Promise<void> {
     if (err instanceof ReplicaError && err.transient) {
       link.connected = false
       if (link.state === 'in sync') link.state = 'offline'
@@ -241,20 +259,31 @@ export class Replicator implements ReplicationHook {
       this.#applied(link, rec)
       return
     }
-    link.queue.shift()
-    link.queuedBytes -= rec.bytes
-    link.appliedSeq = rec.seq
-    this.#fail(rec)
     if (rec.m.op === 'resync') {
       this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
-      return
+    } else {
+      // The replica refused a change (it had diverged, or a resync read a newer source state
+      // than the change's): repair the paths from the source as it is now. The repair is a
+      // change of its own, after every change made so far, so that cursors only move forward;
+      // it is journaled before this change counts as applied, so a kill cannot lose it.
+      this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
+      for (const path of pathsOf(rec.m)) {
+        const repair: Rec = { seq: ++this.#seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null }
+        for (const l of this.#links) this.#enqueue(l, repair)
+        await this.#o.journal?.append(repair.seq, repair.m)
+      }
     }
-    // The replica refused a change (it had diverged, or a resync read a newer source state
-    // than the change's): repair the paths from the source as it is now.
-    this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
-    for (const path of pathsOf(rec.m)) {
-      link.queue.push({ seq: rec.seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
-    }
+    link.queue.shift()
+    link.queuedBytes -= rec.bytes
+    this.#advance(link, rec.seq)
+    this.#fail(rec)
+  }
+
+  /** The replica has applied every change up to `seq`. */
+  #advance (link: Link, seq: number): void {
+    if (seq <= link.appliedSeq) return
+    link.appliedSeq = seq
+    this.#o.journal?.setCursor(link.replica.url, seq)
   }
 
   async #reconnect (link: Link): Promise<void> {

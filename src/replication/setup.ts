@@ -40,7 +40,7 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
   const opened = c.mode === 'async' ? await Journal.open(c.stateDir, log) : null
   if (opened !== null) {
-    await journalResyncs(opened, inFlight)
+    await journalResyncs(opened, replicas.map(r => r.url), inFlight)
   } else {
     // Sync mode has no journal: repair now, before the mount starts a new intents file (a
     // kill meanwhile leaves the old one in place).
@@ -66,8 +66,31 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     journal: opened?.journal ?? null,
     log,
   })
-  if (opened !== null) replicator.restore(opened.records, opened.cursors)
+  if (opened !== null) {
+    replicator.restore(opened.records, opened.cursors)
+    await recover(replicator, log)
+  }
   return replicator
+}
+
+/** How long a start waits for the replicas to replay the journal before it mounts anyway. */
+const RECOVERY_WAIT_MS = 60_000
+
+/**
+ * The replay of what a killed run left, and the resyncs of the paths it had in flight, run
+ * before the mount accepts new changes: a resync then reads the source as the journal left it,
+ * not a state that changes made meanwhile (and queued behind it) would then apply to twice.
+ */
+async function recover (replicator: Replicator, log: Logger): Promise<void> {
+  const queued = replicator.queued
+  if (queued === 0) return
+  const started = Date.now()
+  log.info('journal', `applying ${queued} changes left by the last run before mounting`)
+  if (await replicator.settle(RECOVERY_WAIT_MS)) {
+    log.info('journal', `replicas caught up in ${Date.now() - started} ms`)
+  } else {
+    log.warn('journal', `replicas still have ${replicator.queued} changes to apply after ${RECOVERY_WAIT_MS / 1000} s; mounting, they catch up in the background`)
+  }
 }
 
 /** The file local.c logs the paths of each change to before applying it. */
@@ -98,9 +121,15 @@ async function readIntents (stateDir: string): Promise<Set<string>> {
 
 /**
  * Async mode: each in-flight path becomes a resync record, journaled before the mount starts
- * a new intents file, so the repair survives another kill.
+ * a new intents file, so the repair survives another kill. Resyncs a killed run had journaled
+ * and some replica had yet to apply are journaled again with them, after every other record:
+ * a replay then runs in seq order and each replica's cursor only moves forward.
  */
-async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, paths: Set<string>): Promise<void> {
+async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, urls: string[], inFlight: Set<string>): Promise<void> {
+  const oldest = Math.min(...urls.map(u => opened.cursors[u] ?? 0))
+  const paths = new Set(inFlight)
+  for (const r of opened.records) if (r.m.op === 'resync' && r.seq > oldest) paths.add(r.m.path)
+  opened.records = opened.records.filter(r => r.m.op !== 'resync')
   let seq = 0
   for (const r of opened.records) seq = Math.max(seq, r.seq)
   for (const v of Object.values(opened.cursors)) seq = Math.max(seq, v)

@@ -45,9 +45,10 @@ t.test('async mode: SIGKILL at 10 random instants of a churn, restart, converge'
   })
 
   // A seeded PRNG picks the instants, so a failure can be replayed.
-  let seed = 20261125
+  let seed = Number(process.env.REPLICAFS_CRASH_SEED ?? 20261125)
   const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648
 
+  const logs: string[] = []
   for (let round = 0; round < 10; round++) {
     daemon = await startDaemon(args)
     const churn = spawn('python3', [CHURN, mnt, String(round + 1), '4000'], { stdio: 'ignore' })
@@ -56,6 +57,7 @@ t.test('async mode: SIGKILL at 10 random instants of a churn, restart, converge'
     await new Promise(resolve => setTimeout(resolve, 100 + Math.floor(rand() * 600)))
     daemon.child.kill('SIGKILL')
     await daemon.exited
+    logs.push(`--- round ${round}\n${daemon.stderr}`)
     daemon = null
     churn.kill('SIGKILL')
   }
@@ -65,11 +67,14 @@ t.test('async mode: SIGKILL at 10 random instants of a churn, restart, converge'
   t.match(daemon.stderr, /cleaning up the stale mount/, 'the stale mount of the killed run is cleaned')
   await stopDaemon(daemon)
   const { code } = await daemon.exited
+  logs.push(`--- last run\n${daemon.stderr}`)
   daemon = null
   t.equal(code, 0, 'clean exit')
 
   const want = tree(source)
   t.ok(Object.keys(want).length > 10, `the churn left ${Object.keys(want).length} nodes`)
-  t.same(tree(replica), want, 'the replica equals the source: types, content, modes, mtimes, link targets')
+  const same = t.same(tree(replica), want, 'the replica equals the source: types, content, modes, mtimes, link targets')
+  // A failure leaves every run's log behind, for a replay with the same seed.
+  if (!same) t.comment(logs.join('\n'))
   t.same(readdirSync(replica).filter(n => n.startsWith('.replicafs.')), [], 'no temp file left behind')
 })
