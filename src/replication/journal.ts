@@ -7,8 +7,9 @@ import type { Logger } from '../log'
 import type { Mutation } from './mutation'
 
 /**
- * The async-mode journal: every change, in order, appended before the call answers, so that
- * nothing acknowledged is lost if the daemon is killed (SIGKILL leaves what write(2) wrote; a
+ * The journal: every change, in order (async mode: appended before the call answers; sync
+ * mode: while the replicas apply it), so that nothing acknowledged, and nothing a degraded
+ * replica missed, is lost if the daemon is killed (SIGKILL leaves what write(2) wrote; a
  * writer's fsync makes it durable on disk too). One file, `journal.log`, in the state dir:
  *
  *   record := crc32 (u32 LE, over len and payload) | len (u32 LE) | payload
@@ -17,7 +18,7 @@ import type { Mutation } from './mutation'
  * Opening stops at the first short or corrupt record and truncates the file there (a torn
  * tail from a kill mid-append). Each replica's progress is kept in a `cursor-<n>` file (the last
  * seq it applied); records every replica has applied are dropped by truncating the file to
- * zero once all have caught up.
+ * zero once all have caught up and it has grown past a threshold (the Replicator's).
  */
 export interface JournalRecord { seq: number, m: Mutation }
 

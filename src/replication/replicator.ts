@@ -2,6 +2,7 @@ import { E } from '../errors'
 import type { Logger } from '../log'
 import { ReplicaError, type Replica } from '../replica/replica'
 import { Applier, type ApplierOptions } from './applier'
+import { cancelled } from './compact'
 import type { Journal, JournalRecord } from './journal'
 import type { Mutation, ReplicationHook } from './mutation'
 
@@ -18,7 +19,10 @@ export interface ReplicatorOptions {
   /** Bytes of changes held for one replica before it is switched to a resync instead. */
   queueMaxBytes: number
   applier: ApplierOptions
-  /** async mode: where changes are recorded before a call answers. */
+  /**
+   * Where changes are recorded: in async mode before a call answers, in sync mode while the
+   * replicas apply them. null: nowhere (tests of the logic alone).
+   */
   journal: Journal | null
   log: Logger
 }
@@ -49,6 +53,13 @@ class Link {
     this.applier = new Applier(replica, o)
   }
 }
+
+/**
+ * The journal starts afresh once every replica has applied it all and it holds more than
+ * this: a replay skips what cursors passed, and a truncate per drained queue would cost a
+ * syscall per call in sync mode.
+ */
+const JOURNAL_RESET_BYTES = 16 * 1024 * 1024
 
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
@@ -110,16 +121,19 @@ export class Replicator implements ReplicationHook {
       return m.op === 'fsync' ? recorded.then(() => journal.sync()) : recorded
     }
     for (const link of this.#links) this.#enqueue(link, rec)
+    // Recorded while the replicas apply it: a degraded one's changes outlive a kill.
+    const recorded = this.#o.journal?.append(rec.seq, m)
     if (this.#links.length - rec.fails < this.#o.quorum) {
       // Replicas stopped for good (a changed host key): no need to wait for the deadline.
       detach(rec)
       this.#orphaned(m)
       return Promise.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} cannot be met on ${m.op}`), { code: 'EIO' }))
     }
-    return new Promise<void>((resolve, reject) => {
+    const acked = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.#deadline(rec), this.#o.timeoutMs)
       rec.waiter = { resolve, reject, timer }
     })
+    return recorded === undefined ? acked : Promise.all([acked, recorded]).then(() => {})
   }
 
   /** Resolves when every replica has applied every change made so far (or failed for good). */
@@ -190,6 +204,12 @@ export class Replicator implements ReplicationHook {
       rec.fails++
       return
     }
+    // What this change cancels is never shipped (the head may be running: it stays).
+    const drop = cancelled(link.queue, link.running ? 1 : 0, rec.m)
+    for (let i = drop.length - 1; i >= 0; i--) {
+      const [gone] = link.queue.splice(drop[i] as number, 1)
+      link.queuedBytes -= (gone as Rec).bytes
+    }
     link.queue.push(rec)
     link.queuedBytes += rec.bytes
     if (link.queuedBytes > this.#o.queueMaxBytes) {
@@ -228,7 +248,7 @@ export class Replicator implements ReplicationHook {
       link.running = false
     }
     const journal = this.#o.journal
-    if (journal !== null && journal.size > 0 && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
+    if (journal !== null && journal.size > JOURNAL_RESET_BYTES && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
       void journal.reset()
     }
     if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline')) {

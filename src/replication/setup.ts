@@ -7,7 +7,6 @@ import { SftpReplica } from '../replica/sftp'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Journal, type JournalRecord } from './journal'
-import { Mirror } from './mirror'
 import type { Mutation } from './mutation'
 import { Replicator } from './replicator'
 
@@ -38,19 +37,10 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   const sourceBytes = Buffer.from(sourceRoot, 'utf8').toString('latin1')
   const inFlight = await readIntents(c.stateDir)
   if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
-  const opened = c.mode === 'async' ? await Journal.open(c.stateDir, log) : null
-  if (opened !== null) {
-    await journalResyncs(opened, replicas.map(r => r.url), inFlight)
-  } else {
-    // Sync mode has no journal: repair now, before the mount starts a new intents file (a
-    // kill meanwhile leaves the old one in place).
-    await mkdir(c.stateDir, { recursive: true, mode: 0o700 })
-    for (const path of inFlight) {
-      for (const r of replicas) {
-        await new Mirror(sourceBytes, r).path(path).catch(err => log.error('replica', `${r.url}: cannot resync ${JSON.stringify(path)}`, err))
-      }
-    }
-  }
+  // Both modes journal: async before a call answers, sync alongside the replicas, so that a
+  // degraded or slow replica's changes survive a kill of the daemon.
+  const opened = await Journal.open(c.stateDir, log)
+  await journalResyncs(opened, replicas.map(r => r.url), inFlight)
   const replicator = new Replicator(replicas, {
     mode: c.mode,
     quorum: c.quorum,
@@ -63,13 +53,11 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
       daemonGid: process.getgid?.() ?? 0,
       sourceRoot: sourceBytes,
     },
-    journal: opened?.journal ?? null,
+    journal: opened.journal,
     log,
   })
-  if (opened !== null) {
-    replicator.restore(opened.records, opened.cursors)
-    await recover(replicator, log)
-  }
+  replicator.restore(opened.records, opened.cursors)
+  await recover(replicator, log)
   return replicator
 }
 

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { execFile, execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
-import { appendFile, mkdir, open, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, open, rename, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -246,6 +246,36 @@ t.test('SIGSTOPped sftp replica, --quorum 1 met by a file replica: calls answer 
 
   await timed('a call after the catch-up', writeFile(join(d.mnt, 'after.txt'), 'after'))
   t.ok(await until(() => text(join(d.rsftp, 'after.txt')) === 'after', 5000), 'and the sftp replica follows again')
+})
+
+t.test('sync mode, --quorum 1: what a frozen replica missed survives a SIGKILL of the daemon', async t => {
+  const d = dirs()
+  let sshd: Sshd | undefined
+  let daemon: Daemon | undefined
+  teardown(t, { sshd: () => sshd, daemon: () => daemon, d })
+  sshd = await startSshd()
+  const args = [
+    'mount', d.source, d.mnt, ...stateDir(d.dir),
+    '--replica', sftpUrl(sshd, d.rsftp), '--replica', `file://${d.rfile}`,
+    '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--quorum', '1', '--timeout', '2',
+  ]
+  daemon = await startDaemon(args)
+  sshd.pause()
+  await writeFile(join(d.mnt, 'missed.txt'), 'written while the sftp replica was frozen')
+  await mkdir(join(d.mnt, 'missed-dir'))
+  await rename(join(d.mnt, 'missed.txt'), join(d.mnt, 'missed-dir', 'moved.txt'))
+  t.equal(text(join(d.rfile, 'missed-dir', 'moved.txt')), 'written while the sftp replica was frozen', 'the file replica met the quorum')
+  t.notOk(existsSync(join(d.rsftp, 'missed-dir')), 'the frozen sftp replica has nothing yet')
+
+  daemon.child.kill('SIGKILL')
+  await daemon.exited
+  daemon = undefined
+  sshd.resume()
+  daemon = await startDaemon(args)
+  t.match(daemon.stderr, /replaying \d+ changes from the journal/, 'the restart replays the journal to the replica that missed it')
+  t.equal(text(join(d.rsftp, 'missed-dir', 'moved.txt')), 'written while the sftp replica was frozen', 'the sftp replica has every change once mounted again')
+  t.notOk(existsSync(join(d.rsftp, 'missed.txt')), 'and the rename, not a copy')
+  t.same(temps(d.rsftp), [], 'no temp file left on the sftp replica')
 })
 
 t.test('SIGSTOPped single sftp replica (quorum = all): EIO after --timeout, the source keeps it, the replica gets it after resume', async t => {
