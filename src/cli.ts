@@ -4,16 +4,20 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EXIT, UserError } from './errors'
 import { stderrLogger, type Logger } from './log'
 import { checkPaths, mount } from './fuse/mount'
-import { MOUNT_OPTIONS, mountConfig } from './config'
+import { MOUNT_OPTIONS, TREE_OPTIONS, mountConfig } from './config'
 import { localOnly, type ReplicationHook } from './replication/mutation'
 import { intentsPath, startReplication } from './replication/setup'
+import { treeCommand } from './tree'
 import { unmountCommand } from './unmount'
 
 const USAGE = `usage:
   replicafs mount <source> <mountpoint> [--replica URL]... [--mode sync|async] [--quorum N]
                   [--identity FILE] [--known-hosts FILE] [--timeout SECONDS]
                   [--journal-max BYTES] [--state-dir DIR] [--in-place] [--allow-other]
+                  [--no-reconcile] [--checksum]
   replicafs unmount <mountpoint>
+  replicafs verify <source> --replica URL... [--checksum] [--json]
+  replicafs resync <source> --replica URL... [--checksum] [--dry-run]
   replicafs --help | <command> --help`
 
 const HELP: Record<string, string> = {
@@ -24,7 +28,10 @@ Serves the directory <source> at <mountpoint> through FUSE, in the foreground. P
 A stale mount left at <mountpoint> by a daemon that was killed is cleaned up first.
 
 Every change made through the mount is applied to <source> and replicated to each
---replica, in order.
+--replica, in order. Before the mount comes up, each replica replays what a killed run left
+in the journal, then is reconciled: made identical to the source (types, content, modes,
+owners, file mtimes, symlink targets, hard links; what the source lacks is deleted), files
+compared by size and mtime, content where only the mtime differs.
 
 options:
   --replica URL        a backup directory: sftp://[user@]host[:port]/abs/path (key auth,
@@ -47,6 +54,10 @@ options:
                        default: /var/lib/replicafs/<mountpoint path with / as ->
   --in-place           stream new files into place on the replicas instead of writing
                        them under a hidden temp name and renaming at close. default: off
+  --no-reconcile       mount without first making each replica identical to the source
+                       (see below). default: reconcile
+  --checksum           the reconcile compares every file's content, not only its size and
+                       mtime. default: off
   --allow-other        let users other than the one running replicafs use the mount (an
                        FTP server's users); needs root or user_allow_other in
                        /etc/fuse.conf. default: off
@@ -56,6 +67,41 @@ exit codes: 0 unmounted cleanly; 2 bad usage (bad arguments, a source that is no
 directory, a mountpoint inside the source or not empty); 3 the mount or a replica could not
 be reached (no /dev/fuse, the native binding missing, a host key unknown or changed, a key
 refused, a port closed).`,
+  verify: `replicafs verify <source> --replica URL... [options]
+
+Compares each replica with <source> and prints every difference, one per line:
+"<replica> <kind> <path>: source <x>, replica <y>", kind one of missing, extra, type, size,
+content, mode, mtime, link target, owner. Files are compared by size and mtime, and by
+content (SHA-256 of streaming reads on both sides) where the size agrees and the mtime does
+not. Directories' own mtimes are not compared. Nothing is changed.
+
+options:
+  --replica URL        as for mount; repeatable, at least one
+  --checksum           compare every file's content. default: off
+  --json               one JSON document on stdout instead of lines
+  --identity FILE      SSH private key. default: ~/.ssh/id_ed25519, then ~/.ssh/id_rsa
+  --known-hosts FILE   default: ~/.ssh/known_hosts
+  --timeout SECONDS    connect timeout. default: 10
+  -h, --help           this text
+
+exit codes: 0 every replica equals the source; 1 some differ (or could not be read);
+2 bad usage; 3 a replica could not be reached.`,
+  resync: `replicafs resync <source> --replica URL... [options]
+
+Makes each replica identical to <source>, as mount does before it mounts: what differs is
+fixed (files copied under a hidden temp name and renamed into place, a few at a time), what
+the source lacks is deleted. Each fix is printed as "fixed: " + the verify line. Run it while
+nothing changes <source> (not while it is mounted with replicas).
+
+options:
+  --replica URL        as for mount; repeatable, at least one
+  --dry-run            print what would be fixed ("would fix: ..."), change nothing
+  --checksum           compare every file's content. default: off
+  --identity FILE, --known-hosts FILE, --timeout SECONDS: as for verify
+  -h, --help           this text
+
+exit codes: 0 done; 1 something could not be fixed (each logged); 2 bad usage; 3 a replica
+could not be reached.`,
   unmount: `replicafs unmount <mountpoint>
 
 Unmounts a replicafs mount (the daemon then exits 0). Fails, exit 2, if it is not mounted.`,
@@ -145,6 +191,19 @@ export async function main (argv: string[], log: Logger = stderrLogger): Promise
       if (positionals.length !== 1) throw new UserError(`unmount takes one mountpoint\n${USAGE}`, EXIT.usage)
       await unmountCommand(positionals[0] as string)
       return EXIT.ok
+    }
+    case 'verify':
+    case 'resync': {
+      const parsed = parse(rest, TREE_OPTIONS, command)
+      const positionals = parsed.positionals
+      const values = parsed.values as Record<string, unknown>
+      if (values.help) {
+        process.stdout.write(HELP[command] + '\n')
+        return EXIT.ok
+      }
+      if (command === 'resync' && values.json) throw new UserError(`resync: --json is for verify\n${USAGE}`, EXIT.usage)
+      if (command === 'verify' && values['dry-run']) throw new UserError(`verify: --dry-run is for resync (verify changes nothing)\n${USAGE}`, EXIT.usage)
+      return treeCommand(command, positionals, values, log)
     }
     case '-h':
     case '--help':

@@ -26,6 +26,10 @@ export interface MountConfig {
   inPlace: boolean
   /** Where the async journal and replica progress live; default /var/lib/replicafs/<mountpoint>. */
   stateDir: string
+  /** Make each replica identical to the source before mounting; default on. */
+  reconcile: boolean
+  /** Reconcile compares every file's content, not only size and mtime; default off. */
+  checksum: boolean
 }
 
 export const DEFAULTS = {
@@ -46,6 +50,19 @@ export const MOUNT_OPTIONS = {
   'journal-max': { type: 'string' },
   'in-place': { type: 'boolean' },
   'state-dir': { type: 'string' },
+  'no-reconcile': { type: 'boolean' },
+  checksum: { type: 'boolean' },
+} as const
+
+/** The options of `replicafs verify` and `replicafs resync`. */
+export const TREE_OPTIONS = {
+  replica: { type: 'string', multiple: true },
+  identity: { type: 'string' },
+  'known-hosts': { type: 'string' },
+  timeout: { type: 'string' },
+  checksum: { type: 'boolean' },
+  json: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
 } as const
 
 const SIZE = /^(\d+)([KMGT]i?B?|B)?$/i
@@ -75,13 +92,7 @@ export function mountConfig (source: string, mountpoint: string, v: Record<strin
     }
   }
 
-  let timeoutSeconds = DEFAULTS.timeoutSeconds
-  if (v.timeout !== undefined) {
-    timeoutSeconds = Number(v.timeout)
-    if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > 3600) {
-      throw bad('timeout', String(v.timeout), 'a number of seconds above 0 and at most 3600')
-    }
-  }
+  const timeoutSeconds = timeout(v)
 
   return {
     source,
@@ -96,7 +107,29 @@ export function mountConfig (source: string, mountpoint: string, v: Record<strin
     journalMax: v['journal-max'] !== undefined ? parseSize('journal-max', v['journal-max'] as string) : DEFAULTS.journalMax,
     inPlace: v['in-place'] === true,
     stateDir: (v['state-dir'] as string | undefined) ?? defaultStateDir(mountpoint),
+    reconcile: v['no-reconcile'] !== true,
+    checksum: v.checksum === true,
   }
+}
+
+/** How `verify` and `resync` reach the replicas: at least one --replica. */
+export function treeConfig (command: string, v: Record<string, unknown>): { replicas: ReplicaUrl[], identities: string[], knownHosts: string, timeoutSeconds: number, checksum: boolean } {
+  const replicas = ((v.replica as string[] | undefined) ?? []).map(parseReplicaUrl)
+  if (replicas.length === 0) throw new UserError(`${command} needs at least one --replica URL`, EXIT.usage)
+  return {
+    replicas,
+    identities: v.identity !== undefined ? [v.identity as string] : defaultIdentities(),
+    knownHosts: (v['known-hosts'] as string | undefined) ?? defaultKnownHosts(),
+    timeoutSeconds: timeout(v),
+    checksum: v.checksum === true,
+  }
+}
+
+function timeout (v: Record<string, unknown>): number {
+  if (v.timeout === undefined) return DEFAULTS.timeoutSeconds
+  const t = Number(v.timeout)
+  if (!Number.isFinite(t) || t <= 0 || t > 3600) throw bad('timeout', String(v.timeout), 'a number of seconds above 0 and at most 3600')
+  return t
 }
 
 /** /var/lib/replicafs/<name>, the name made from the mountpoint's absolute path. */

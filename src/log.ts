@@ -2,7 +2,7 @@
  * Logging by category, to stderr. Nothing here is called on the per-syscall path unless
  * tracing is on (REPLICAFS_TRACE=1), and then once per op, at the FUSE wrapper.
  */
-export type Category = 'main' | 'fuse' | 'source' | 'replica' | 'journal'
+export type Category = 'main' | 'fuse' | 'source' | 'replica' | 'journal' | 'reconcile' | 'verify'
 
 export interface Logger {
   info (category: Category, message: string): void

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { constants as fsc } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
@@ -137,6 +138,14 @@ export class FileReplica implements Replica {
     return this.#do(`readdir ${path}`, () => fileReaddirBytes(this.#p(path)))
   }
 
+  readlink (path: string): Promise<string> {
+    return this.#do(`readlink ${path}`, async () => (await fs.readlink(this.#p(path), { encoding: 'buffer' })).toString('latin1'))
+  }
+
+  hash (path: string): Promise<string> {
+    return this.#do(`read ${path}`, () => hashFile(this.#p(path)))
+  }
+
   lstat (path: string): Promise<RemoteStat | null> {
     return this.#do(`lstat ${path}`, async () => {
       try {
@@ -148,6 +157,23 @@ export class FileReplica implements Replica {
       }
     })
   }
+}
+
+/** SHA-256 of a local file, hex, read in 256 KiB chunks. */
+export async function hashFile (path: Buffer): Promise<string> {
+  const h = createHash('sha256')
+  const fh = await fs.open(path, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(256 * 1024)
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null)
+      if (bytesRead === 0) break
+      h.update(buf.subarray(0, bytesRead))
+    }
+  } finally {
+    await fh.close()
+  }
+  return h.digest('hex')
 }
 
 export function fileReaddirBytes (dir: Buffer): Promise<string[]> {

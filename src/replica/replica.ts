@@ -35,6 +35,10 @@ export interface Replica {
   lstat (path: string): Promise<RemoteStat | null>
   /** Names in a directory (byte strings), without '.' and '..'. */
   readdir (path: string): Promise<string[]>
+  /** A symlink's target (a byte string). */
+  readlink (path: string): Promise<string>
+  /** SHA-256 of a file's content, hex, by streaming reads (verify --checksum). */
+  hash (path: string): Promise<string>
 }
 
 export interface RemoteHandle { readonly path: string }

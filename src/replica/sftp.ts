@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { homedir, userInfo } from 'node:os'
 import { join } from 'node:path'
@@ -372,6 +373,51 @@ export class SftpReplica implements Replica {
     const p = this.#p(path)
     const list = await this.#req<Array<{ filename: string }>>(`readdir ${path}`, (s, cb) => s.readdir(p, cb as never))
     return list.map(e => Buffer.from(e.filename, 'utf8').toString('latin1')).filter(n => n !== '.' && n !== '..')
+  }
+
+  readlink (path: string): Promise<string> {
+    const p = this.#p(path)
+    return this.#req<string>(`readlink ${path}`, (s, cb) => s.readlink(p, cb as never)).then(t => Buffer.from(t, 'utf8').toString('latin1'))
+  }
+
+  async hash (path: string): Promise<string> {
+    const p = this.#p(path)
+    const handle = await this.#req<Buffer>(`open ${path}`, (s, cb) => s.open(p, 'r', cb as never))
+    const h = createHash('sha256')
+    try {
+      // A few reads in flight: sftp-server answers them in turn, with no round trip between.
+      const CHUNK = 64 * 1024
+      const AHEAD = 8
+      let offset = 0
+      let eof = false
+      const read = (at: number) => this.#req<Buffer>(`read ${path}`, (s, cb) => {
+        const buf = Buffer.allocUnsafe(CHUNK)
+        s.read(handle, buf, 0, CHUNK, at, (err, n) => cb(err, buf.subarray(0, n)))
+      }).catch(err => {
+        // End of file: SFTP answers EOF (ENODATA here) to a read past it.
+        if (err instanceof ReplicaError && err.errno === E.ENODATA) return Buffer.alloc(0)
+        throw err
+      })
+      const pending: Array<Promise<Buffer>> = []
+      while (!eof || pending.length > 0) {
+        while (!eof && pending.length < AHEAD) {
+          const r = read(offset)
+          r.catch(() => {}) // awaited in turn; not "unhandled" while an earlier one is awaited
+          pending.push(r)
+          offset += CHUNK
+        }
+        const chunk = await (pending.shift() as Promise<Buffer>)
+        if (chunk.length < CHUNK) eof = true
+        h.update(chunk)
+        if (eof) {
+          await Promise.allSettled(pending)
+          pending.length = 0
+        }
+      }
+    } finally {
+      await this.#req(`close ${path}`, (s, cb) => s.close(handle, cb)).catch(() => {})
+    }
+    return h.digest('hex')
   }
 
   async lstat (path: string): Promise<RemoteStat | null> {

@@ -106,11 +106,11 @@ export class Applier {
    */
   async finishAll (): Promise<void> {
     for (const [fh, f] of [...this.#open]) {
-      this.#open.delete(fh)
       const h = this.#handles.get(fh)
       this.#handles.delete(fh)
       if (h !== undefined) await this.#r.closeHandle(await h)
       await this.#publish(f)
+      this.#open.delete(fh)
     }
     // Files opened before the replay's start: what the replay wrote into them went in place,
     // not where the killed run was writing them (a temp file). Copy them whole instead.
@@ -158,10 +158,10 @@ export class Applier {
    * renamed as on the source. The open handle keeps working on the unlinked file.
    */
   async #drop (f: OpenFile): Promise<void> {
-    const temp = f.temp
+    // State changes only once the replica has done it: a retry after a reconnect redoes it.
+    if (f.temp !== null) await this.#unlinkIfThere(f.temp)
     f.path = null
     f.temp = null
-    if (temp !== null) await this.#r.unlink(temp)
   }
 
   async #unlinkIfThere (path: string): Promise<void> {
@@ -174,10 +174,10 @@ export class Applier {
 
   async #publish (f: OpenFile): Promise<void> {
     if (f.temp === null) return
-    const temp = f.temp
+    // Forgotten only once done: a rename lost with the connection is retried after it.
+    if (f.path === null) await this.#unlinkIfThere(f.temp)
+    else await this.#r.rename(f.temp, f.path)
     f.temp = null
-    if (f.path === null) await this.#r.unlink(temp)
-    else await this.#r.rename(temp, f.path)
   }
 
   /** A handle being opened for `fh`; forgotten if the open fails, so a later write retries. */
@@ -263,7 +263,6 @@ export class Applier {
       case 'release': {
         const f = this.#open.get(m.fh)
         if (f === undefined) return
-        this.#open.delete(m.fh)
         const h = this.#handles.get(m.fh)
         this.#handles.delete(m.fh)
         if (h !== undefined) await r.closeHandle(await h)
@@ -274,6 +273,8 @@ export class Applier {
             if (!(err instanceof ReplicaError && err.errno === E.ENOENT)) throw err
           })
         }
+        // Forgotten once done: a retry after a lost connection publishes and sets times again.
+        this.#open.delete(m.fh)
         return
       }
       case 'mkdir':

@@ -7,9 +7,9 @@ import type { Logger } from '../log'
 import type { Mutation } from './mutation'
 
 /**
- * The journal: every change, in order (async mode: appended before the call answers; sync
- * mode: while the replicas apply it), so that nothing acknowledged, and nothing a degraded
- * replica missed, is lost if the daemon is killed (SIGKILL leaves what write(2) wrote; a
+ * The journal: in async mode every change, appended before the call answers; in sync mode
+ * each change some replica has yet to apply when the call answers. So nothing acknowledged,
+ * and nothing a degraded replica missed, is lost if the daemon is killed (SIGKILL leaves what write(2) wrote; a
  * writer's fsync makes it durable on disk too). One file, `journal.log`, in the state dir:
  *
  *   record := crc32 (u32 LE, over len and payload) | len (u32 LE) | payload

@@ -20,8 +20,8 @@ export interface ReplicatorOptions {
   queueMaxBytes: number
   applier: ApplierOptions
   /**
-   * Where changes are recorded: in async mode before a call answers, in sync mode while the
-   * replicas apply them. null: nowhere (tests of the logic alone).
+   * Where changes are recorded: in async mode each one before its call answers, in sync mode
+   * those some replica has yet to apply when the call answers. null: nowhere.
    */
   journal: Journal | null
   log: Logger
@@ -121,19 +121,32 @@ export class Replicator implements ReplicationHook {
       return m.op === 'fsync' ? recorded.then(() => journal.sync()) : recorded
     }
     for (const link of this.#links) this.#enqueue(link, rec)
-    // Recorded while the replicas apply it: a degraded one's changes outlive a kill.
-    const recorded = this.#o.journal?.append(rec.seq, m)
-    if (this.#links.length - rec.fails < this.#o.quorum) {
-      // Replicas stopped for good (a changed host key): no need to wait for the deadline.
-      detach(rec)
-      this.#orphaned(m)
-      return Promise.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} cannot be met on ${m.op}`), { code: 'EIO' }))
-    }
-    const acked = new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => this.#deadline(rec), this.#o.timeoutMs)
       rec.waiter = { resolve, reject, timer }
+      if (this.#links.length - rec.fails < this.#o.quorum) {
+        // Replicas stopped for good (a changed host key): no need to wait for the deadline.
+        detach(rec)
+        this.#orphaned(m)
+        this.#answer(rec, new Error(`quorum of ${this.#o.quorum} cannot be met on ${m.op}`))
+      }
     })
-    return recorded === undefined ? acked : Promise.all([acked, recorded]).then(() => {})
+  }
+
+  /**
+   * Sync mode: answers the call. A change that some replica has yet to apply is journaled
+   * first, so that a kill of the daemon does not lose it for that replica; one that every
+   * replica applied needs no record (the common case costs no journal write).
+   */
+  #answer (rec: Rec, err: Error | null): void {
+    const w = rec.waiter
+    if (w === null) return
+    rec.waiter = null
+    clearTimeout(w.timer)
+    const done = err === null ? w.resolve : () => w.reject(Object.assign(err, { code: 'EIO' }))
+    const recorded = rec.acks < this.#links.length ? this.#o.journal?.append(rec.seq, rec.m) : undefined
+    if (recorded === undefined) done()
+    else recorded.then(done, w.reject)
   }
 
   /** Resolves when every replica has applied every change made so far (or failed for good). */
@@ -174,7 +187,9 @@ export class Replicator implements ReplicationHook {
    * After a restart: each replica gets the journal's records past its cursor, in order, then
    * the files the journal left open are published as the source holds them.
    */
-  restore (records: JournalRecord[], cursors: Record<string, number>): void {
+  restore (unsorted: JournalRecord[], cursors: Record<string, number>): void {
+    // Sync mode journals a change when it answers: not always in seq order.
+    const records = [...unsorted].sort((a, b) => a.seq - b.seq)
     for (const r of records) this.#seq = Math.max(this.#seq, r.seq)
     for (const c of Object.values(cursors)) this.#seq = Math.max(this.#seq, c)
     for (const link of this.#links) {
@@ -332,21 +347,17 @@ export class Replicator implements ReplicationHook {
     rec.acks++
     const w = rec.waiter
     if (w === null || rec.acks < this.#o.quorum) return
-    rec.waiter = null
-    clearTimeout(w.timer)
     if (rec.acks < this.#links.length) detach(rec)
-    w.resolve()
+    this.#answer(rec, null)
   }
 
   #fail (rec: Rec): void {
     rec.fails++
     const w = rec.waiter
     if (w === null || this.#links.length - rec.fails >= this.#o.quorum) return
-    rec.waiter = null
-    clearTimeout(w.timer)
     detach(rec)
     this.#orphaned(rec.m)
-    w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} lost on ${rec.m.op}`), { code: 'EIO' }))
+    this.#answer(rec, new Error(`quorum of ${this.#o.quorum} lost on ${rec.m.op}`))
   }
 
   /**
@@ -365,9 +376,7 @@ export class Replicator implements ReplicationHook {
 
   /** The sync deadline passed: whoever has not applied the change yet is degraded. */
   #deadline (rec: Rec): void {
-    const w = rec.waiter
-    if (w === null) return
-    rec.waiter = null
+    if (rec.waiter === null) return
     for (const link of this.#links) {
       if (link.appliedSeq < rec.seq && link.state !== 'failed') {
         if (link.state !== 'degraded') this.#o.log.warn('replica', `${link.replica.url}: did not apply ${rec.m.op} within ${this.#o.timeoutMs} ms; degraded, catching up in the background`)
@@ -377,7 +386,7 @@ export class Replicator implements ReplicationHook {
     // Had the quorum been met, #ack would have answered and cleared the waiter.
     detach(rec)
     this.#orphaned(rec.m)
-    w.reject(Object.assign(new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`), { code: 'EIO' }))
+    this.#answer(rec, new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`))
   }
 }
 

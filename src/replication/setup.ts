@@ -1,6 +1,7 @@
 import { EXIT, UserError } from '../errors'
 import type { Logger } from '../log'
 import type { MountConfig } from '../config'
+import type { ReplicaUrl } from '../replica/url'
 import { FileReplica } from '../replica/file'
 import type { Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
@@ -8,19 +9,26 @@ import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Journal, type JournalRecord } from './journal'
 import type { Mutation } from './mutation'
+import { Reconciler, type ReconcileOptions, type ReconcileStats } from './reconcile'
 import { Replicator } from './replicator'
 
+/** How each replica is reached: the part of the config that verify and resync share. */
+export interface ReplicaConfig {
+  replicas: ReplicaUrl[]
+  identities: string[]
+  knownHosts: string
+  timeoutSeconds: number
+}
+
 /**
- * Builds and connects every replica of the config. A replica that cannot be reached, or
- * whose host key is unknown or changed, refuses the mount (exit 3) with its reason: nothing
- * is ever accepted on first use.
+ * Builds and connects every replica. One that cannot be reached, or whose host key is unknown
+ * or changed, refuses the command (exit 3) with its reason: nothing is ever accepted on first
+ * use.
  */
-export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<Replicator | null> {
-  if (c.replicas.length === 0) return null
+export async function connectReplicas (c: ReplicaConfig, log: Logger): Promise<Replica[]> {
   const replicas: Replica[] = c.replicas.map(u => u.kind === 'file'
     ? new FileReplica(u.url, u.root)
     : new SftpReplica({ ...u, identities: c.identities, knownHosts: c.knownHosts, timeoutMs: c.timeoutSeconds * 1000, log }))
-
   for (const r of replicas) {
     try {
       await r.connect()
@@ -33,12 +41,48 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     }
     log.info('replica', `${r.url}: connected`)
   }
+  return replicas
+}
+
+/** How often a long reconcile logs its progress. */
+const PROGRESS_MS = 5000
+
+/**
+ * Makes `replica` identical to the source (`fix`), or lists how it differs, logging progress
+ * every few seconds. Resolves with the statistics.
+ */
+export async function reconcile (sourceBytes: string, replica: Replica, o: Omit<ReconcileOptions, 'parallel'>, log: Logger): Promise<ReconcileStats> {
+  const r = new Reconciler(sourceBytes, replica, { ...o, parallel: RECONCILE_PARALLEL })
+  const started = Date.now()
+  const verb = o.fix ? 'reconcile' : 'verify'
+  const timer = setInterval(() => {
+    const s = r.stats
+    const secs = (Date.now() - started) / 1000
+    log.info(verb, `${replica.url}: ${s.checked} checked, ${s.differences} differ, ${s.copied} copied (${(s.bytes / 1e6).toFixed(1)} MB, ${(s.bytes / 1e6 / secs).toFixed(1)} MB/s)`)
+  }, PROGRESS_MS)
+  try {
+    return await r.run()
+  } finally {
+    clearInterval(timer)
+  }
+}
+
+/** Files copied at once by a reconcile, per replica. */
+const RECONCILE_PARALLEL = 4
+
+/**
+ * Connects every replica of the config, replays what a killed run left, and reconciles each
+ * replica with the source, all before the mount comes up.
+ */
+export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<Replicator | null> {
+  if (c.replicas.length === 0) return null
+  const replicas = await connectReplicas(c, log)
 
   const sourceBytes = Buffer.from(sourceRoot, 'utf8').toString('latin1')
   const inFlight = await readIntents(c.stateDir)
   if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
-  // Both modes journal: async before a call answers, sync alongside the replicas, so that a
-  // degraded or slow replica's changes survive a kill of the daemon.
+  // Both modes journal: async every change, sync what some replica has yet to apply when
+  // the call answers, so that a degraded or slow replica's changes survive a kill.
   const opened = await Journal.open(c.stateDir, log)
   await journalResyncs(opened, replicas.map(r => r.url), inFlight)
   const replicator = new Replicator(replicas, {
@@ -58,6 +102,14 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   })
   replicator.restore(opened.records, opened.cursors)
   await recover(replicator, log)
+  if (c.reconcile) {
+    for (const r of replicas) {
+      const started = Date.now()
+      const s = await reconcile(sourceBytes, r, { fix: true, checksum: c.checksum }, log)
+      log.info('reconcile', `${r.url}: ${s.checked} checked, ${s.differences} differences fixed, ${s.copied} files copied (${(s.bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+      for (const e of s.errors) log.error('reconcile', `${r.url}: ${e}`)
+    }
+  }
   return replicator
 }
 

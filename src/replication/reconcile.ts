@@ -1,0 +1,344 @@
+import { lstat, open, readlink } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
+import { E } from '../errors'
+import { fileReaddirBytes, hashFile } from '../replica/file'
+import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
+import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
+
+const S_IFMT = 0o170000
+const CHUNK = 256 * 1024
+/** Stats asked of a replica at once, per directory: pipelined on its one channel. */
+const STAT_BATCH = 64
+/** Writes of one file's copy in flight at once. */
+const WRITES_AHEAD = 8
+
+export type DiffKind = 'missing' | 'extra' | 'type' | 'size' | 'content' | 'mode' | 'mtime' | 'link target' | 'owner'
+
+/** One way a replica differs from the source at `path`. */
+export interface Difference {
+  path: string
+  kind: DiffKind
+  /** What the source has, and what the replica has, in words ('' when absent). */
+  source: string
+  replica: string
+}
+
+export interface ReconcileOptions {
+  /** Hash every file on both sides, not only those whose size agrees and mtime does not. */
+  checksum: boolean
+  /** false: report what differs and change nothing (verify, resync --dry-run). */
+  fix: boolean
+  /** Copies in flight at once. */
+  parallel: number
+  /** Each difference, as it is found. */
+  found?: (d: Difference) => void
+}
+
+export interface ReconcileStats {
+  checked: number
+  differences: number
+  copied: number
+  bytes: number
+  /** What could not be fixed (or read), one sentence each. */
+  errors: string[]
+}
+
+function kindOf (mode: number): string {
+  switch (mode & S_IFMT) {
+    case 0o040000: return 'dir'
+    case 0o100000: return 'file'
+    case 0o120000: return 'symlink'
+    case 0o010000: return 'fifo'
+    default: return 'special'
+  }
+}
+
+function join (dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`
+}
+
+const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0')
+
+/**
+ * Makes a replica identical to the source (or, with `fix: false`, lists how it differs):
+ * types, content, modes, numeric owners, file mtimes (whole seconds: what SFTP carries),
+ * symlink targets, and hard link groups (a group's later names are linked to its first, where
+ * the replica differs there); what the source lacks is deleted. Files are compared by size and
+ * mtime; where the size agrees and the mtime does not (or with `checksum`), by content.
+ * Directories' own mtimes are not compared: every entry made or removed moves them.
+ *
+ * It assumes nothing changes the source meanwhile (the mount is not up yet, or the operator
+ * runs `resync` on a quiet tree); a file copied while it changes is copied again next time.
+ */
+export class Reconciler {
+  readonly #root: string
+  readonly #r: Replica
+  readonly #o: ReconcileOptions
+  readonly stats: ReconcileStats = { checked: 0, differences: 0, copied: 0, bytes: 0, errors: [] }
+  readonly #copies = new Set<Promise<void>>()
+  /** Hard link groups: source inode -> the first name copied, and when its copy is done. */
+  readonly #groups = new Map<number, { path: string, done: Promise<void> }>()
+  #temp = 0
+
+  /** @param root the source directory, as a byte string (latin1). */
+  constructor (root: string, replica: Replica, o: ReconcileOptions) {
+    this.#root = root
+    this.#r = replica
+    this.#o = o
+  }
+
+  #src (path: string): Buffer {
+    return Buffer.from(path === '/' ? this.#root : this.#root + path, 'latin1')
+  }
+
+  async #srcStat (path: string): Promise<Stats | null> {
+    try {
+      return await lstat(this.#src(path))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
+      throw err
+    }
+  }
+
+  async run (): Promise<ReconcileStats> {
+    const src = await lstat(this.#src('/'))
+    const rem = await this.#r.lstat('/')
+    if (rem === null) throw new ReplicaError(`${this.#r.url}: the replica's root does not exist`, E.ENOENT)
+    await this.#dir('/', src, rem)
+    await Promise.all(this.#copies)
+    return this.stats
+  }
+
+  #differs (path: string, kind: DiffKind, source: string, replica: string): void {
+    this.stats.differences++
+    this.#o.found?.({ path, kind, source, replica })
+  }
+
+  #failed (path: string, err: unknown): void {
+    this.stats.errors.push(`${path}: ${(err as Error).message}`)
+  }
+
+  async #dir (path: string, src: Stats, rem: RemoteStat): Promise<void> {
+    await this.#attrs(path, src, rem)
+    let names: string[]
+    let theirs: string[]
+    try {
+      names = await fileReaddirBytes(this.#src(path))
+      theirs = await this.#r.readdir(path)
+    } catch (err) {
+      this.#failed(path, err)
+      return
+    }
+    const all = [...new Set([...names, ...theirs])].sort()
+    for (let i = 0; i < all.length; i += STAT_BATCH) {
+      const batch = all.slice(i, i + STAT_BATCH)
+      const pairs = await Promise.all(batch.map(async name => {
+        const p = join(path, name)
+        return [p, await this.#srcStat(p), await this.#r.lstat(p)] as const
+      }))
+      for (const [p, s, r] of pairs) await this.#node(p, s, r)
+    }
+  }
+
+  async #node (path: string, src: Stats | null, rem: RemoteStat | null): Promise<void> {
+    this.stats.checked++
+    try {
+      if (src === null) {
+        if (rem === null) return
+        this.#differs(path, 'extra', '', kindOf(rem.mode))
+        if (this.#o.fix) await this.#remove(path, rem)
+        return
+      }
+      if (rem !== null && (rem.mode & S_IFMT) !== (src.mode & S_IFMT)) {
+        this.#differs(path, 'type', kindOf(src.mode), kindOf(rem.mode))
+        if (this.#o.fix) await this.#remove(path, rem)
+        return this.#create(path, src)
+      }
+      if (rem === null) {
+        this.#differs(path, 'missing', kindOf(src.mode), '')
+        return this.#create(path, src)
+      }
+      if (src.isDirectory()) return this.#dir(path, src, rem)
+      if (src.isSymbolicLink()) return this.#symlink(path, src, rem)
+      if (src.isFile()) return this.#file(path, src, rem)
+      await this.#attrs(path, src, rem)
+    } catch (err) {
+      this.#failed(path, err)
+    }
+  }
+
+  /** Made on the replica, where it was missing or of another type. */
+  async #create (path: string, src: Stats): Promise<void> {
+    if (src.isDirectory()) {
+      if (this.#o.fix) await this.#r.mkdir(path, src.mode & 0o7777)
+      const made = this.#o.fix ? await this.#r.lstat(path) : null
+      // Dry run: everything below is missing too.
+      if (made === null) return this.#listMissing(path)
+      return this.#dir(path, src, made)
+    }
+    if (!this.#o.fix) return
+    if (src.isSymbolicLink()) {
+      await this.#r.symlink(await this.#target(path), path)
+      await this.#r.chown(path, src.uid, src.gid)
+    } else if (src.isFile()) {
+      await this.#copy(path, src)
+    } else if (src.isFIFO()) {
+      await this.#r.mkfifo(path, src.mode)
+      await this.#r.chown(path, src.uid, src.gid)
+    }
+  }
+
+  async #listMissing (path: string): Promise<void> {
+    for (const name of (await fileReaddirBytes(this.#src(path))).sort()) {
+      const p = join(path, name)
+      const st = await this.#srcStat(p)
+      if (st === null) continue
+      this.stats.checked++
+      this.#differs(p, 'missing', kindOf(st.mode), '')
+      if (st.isDirectory()) await this.#listMissing(p)
+    }
+  }
+
+  async #target (path: string): Promise<string> {
+    return (await readlink(this.#src(path), { encoding: 'buffer' })).toString('latin1')
+  }
+
+  async #symlink (path: string, src: Stats, rem: RemoteStat): Promise<void> {
+    const want = await this.#target(path)
+    const have = await this.#r.readlink(path)
+    if (want !== have) {
+      this.#differs(path, 'link target', want, have)
+      if (!this.#o.fix) return
+      await this.#r.unlink(path)
+      await this.#r.symlink(want, path)
+      await this.#r.chown(path, src.uid, src.gid)
+      return
+    }
+    await this.#owner(path, src, rem)
+  }
+
+  async #file (path: string, src: Stats, rem: RemoteStat): Promise<void> {
+    const mtime = Math.floor(src.mtimeMs / 1000)
+    let same = rem.size === src.size
+    if (!same) {
+      this.#differs(path, 'size', String(src.size), String(rem.size))
+    } else if (this.#o.checksum || rem.mtime !== mtime) {
+      const [a, b] = await Promise.all([hashFile(this.#src(path)), this.#r.hash(path)])
+      same = a === b
+      if (!same) this.#differs(path, 'content', `sha256 ${a.slice(0, 16)}`, `sha256 ${b.slice(0, 16)}`)
+    }
+    if (!same) {
+      if (this.#o.fix) await this.#copy(path, src)
+      return
+    }
+    // A later name of a hard link group: the first name is known from here on.
+    if (src.nlink > 1 && !this.#groups.has(src.ino)) this.#groups.set(src.ino, { path, done: Promise.resolve() })
+    await this.#attrs(path, src, rem)
+    if (rem.mtime !== mtime) {
+      this.#differs(path, 'mtime', String(mtime), String(rem.mtime))
+      if (this.#o.fix) await this.#r.utimes(path, Math.floor(src.atimeMs / 1000), mtime)
+    }
+  }
+
+  async #attrs (path: string, src: Stats, rem: RemoteStat): Promise<void> {
+    if ((src.mode & 0o7777) !== (rem.mode & 0o7777)) {
+      this.#differs(path, 'mode', octal(src.mode), octal(rem.mode))
+      if (this.#o.fix) await this.#r.chmod(path, src.mode & 0o7777)
+    }
+    await this.#owner(path, src, rem)
+  }
+
+  async #owner (path: string, src: Stats, rem: RemoteStat): Promise<void> {
+    if (src.uid === rem.uid && src.gid === rem.gid) return
+    this.#differs(path, 'owner', `${src.uid}:${src.gid}`, `${rem.uid}:${rem.gid}`)
+    if (this.#o.fix) await this.#r.chown(path, src.uid, src.gid)
+  }
+
+  /** Starts a copy (or a hard link to the group's first name), at most `parallel` at once. */
+  async #copy (path: string, src: Stats): Promise<void> {
+    await this.#slot()
+    const group = src.nlink > 1 ? this.#groups.get(src.ino) : undefined
+    const work = (async () => {
+      if (group !== undefined) {
+        await group.done
+        if (await this.#linked(group.path, path)) return
+      }
+      await this.#copyFile(path, src)
+    })().catch(err => this.#failed(path, err))
+    if (src.nlink > 1 && group === undefined) this.#groups.set(src.ino, { path, done: work })
+    this.#copies.add(work)
+    void work.finally(() => this.#copies.delete(work))
+  }
+
+  /** Waits for a free copy slot. */
+  async #slot (): Promise<void> {
+    while (this.#copies.size >= this.#o.parallel) await Promise.race(this.#copies)
+  }
+
+  /** `path` becomes another name of `first`, atomically (linked under a temp name, renamed). */
+  async #linked (first: string, path: string): Promise<boolean> {
+    const temp = this.#tempFor(path)
+    try {
+      await this.#r.link(first, temp)
+      await this.#r.rename(temp, path)
+      return true
+    } catch (err) {
+      // No hardlink@openssh.com: a copy will do.
+      if (err instanceof ReplicaError && err.errno === E.EOPNOTSUPP) return false
+      throw err
+    }
+  }
+
+  #tempFor (path: string): string {
+    const dir = path.slice(0, path.lastIndexOf('/') + 1)
+    return `${dir}${TEMP_PREFIX}sync${process.pid}-${++this.#temp}${TEMP_SUFFIX}`
+  }
+
+  async #copyFile (path: string, src: Stats): Promise<void> {
+    const temp = this.#tempFor(path)
+    const fh = await open(this.#src(path), 'r')
+    try {
+      const h = await this.#r.openWrite(temp, true, true, src.mode & 0o7777)
+      // Writes pipelined, a bounded number in flight: no round trip between two of them.
+      const inFlight: Array<Promise<void>> = []
+      try {
+        let offset = 0
+        for (;;) {
+          const buf = Buffer.allocUnsafe(CHUNK)
+          const { bytesRead } = await fh.read(buf, 0, CHUNK, offset)
+          if (bytesRead === 0) break
+          const w = this.#r.write(h, offset, buf.subarray(0, bytesRead))
+          w.catch(() => {}) // awaited below; not "unhandled" while another is awaited
+          inFlight.push(w)
+          if (inFlight.length >= WRITES_AHEAD) await inFlight.shift()
+          offset += bytesRead
+          this.stats.bytes += bytesRead
+        }
+        await Promise.all(inFlight)
+      } finally {
+        await Promise.allSettled(inFlight)
+        await this.#r.closeHandle(h)
+      }
+    } finally {
+      await fh.close()
+    }
+    await this.#r.chmod(temp, src.mode & 0o7777)
+    await this.#r.chown(temp, src.uid, src.gid)
+    await this.#r.utimes(temp, Math.floor(src.atimeMs / 1000), Math.floor(src.mtimeMs / 1000))
+    await this.#r.rename(temp, path)
+    this.stats.copied++
+  }
+
+  async #remove (path: string, rem: RemoteStat): Promise<void> {
+    if ((rem.mode & S_IFMT) === 0o040000) {
+      for (const name of await this.#r.readdir(path)) {
+        const p = join(path, name)
+        const st = await this.#r.lstat(p)
+        if (st !== null) await this.#remove(p, st)
+      }
+      await this.#r.rmdir(path)
+    } else {
+      await this.#r.unlink(path)
+    }
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * verify, resync and the reconcile on mount, against a file:// replica and a real sshd's
+ * sftp replica: every kind of difference is found, --dry-run changes nothing, resync and the
+ * mount make a divergent replica equal (verify exit 0 with --checksum), hard links stay links.
+ */
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, linkSync, utimesSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { startSshd, type Sshd } from '../helpers/sshd'
+
+const T0 = 1_700_000_000
+
+function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  return new Promise(res => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
+    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    child.once('close', code => {
+      clearTimeout(timer)
+      res({ code, stdout, stderr })
+    })
+  })
+}
+
+/** A file with content and mtime, the same on both sides unless told otherwise. */
+function file (p: string, content: string, mtime = T0): void {
+  writeFileSync(p, content)
+  chmodSync(p, 0o644)
+  utimesSync(p, mtime, mtime)
+}
+
+/**
+ * A source, and a replica that differs from it in one way per name (the names say which),
+ * plus a few that are equal.
+ */
+function divergent (src: string, rep: string): string[] {
+  for (const d of [src, rep]) {
+    mkdirSync(join(d, 'sub'), { recursive: true })
+    file(join(d, 'same.txt'), 'same')
+    file(join(d, 'sub', 'same-too.txt'), 'same too')
+    symlinkSync('same.txt', join(d, 'same-link'))
+  }
+  file(join(src, 'missing.txt'), 'only on the source')
+  file(join(rep, 'extra.txt'), 'only on the replica')
+  mkdirSync(join(rep, 'extra-dir', 'deeper'), { recursive: true })
+  file(join(rep, 'extra-dir', 'deeper', 'x'), 'x')
+  file(join(src, 'file-not-dir'), 'a file')
+  mkdirSync(join(rep, 'file-not-dir'))
+  file(join(rep, 'file-not-dir', 'inside'), 'in a dir that should be a file')
+  mkdirSync(join(src, 'dir-not-link'))
+  file(join(src, 'dir-not-link', 'f'), 'in a dir')
+  symlinkSync('sub', join(rep, 'dir-not-link'))
+  file(join(src, 'size.txt'), 'twelve bytes')
+  file(join(rep, 'size.txt'), 'eleven byte')
+  file(join(src, 'content.txt'), 'AAAA', T0)
+  file(join(rep, 'content.txt'), 'BBBB', T0 + 60)
+  file(join(src, 'sneaky.txt'), 'CCCC')
+  file(join(rep, 'sneaky.txt'), 'DDDD')
+  file(join(src, 'mode.txt'), 'mode')
+  file(join(rep, 'mode.txt'), 'mode')
+  chmodSync(join(rep, 'mode.txt'), 0o600)
+  file(join(src, 'mtime.txt'), 'mtime', T0)
+  file(join(rep, 'mtime.txt'), 'mtime', T0 + 3600)
+  symlinkSync('same.txt', join(src, 'link'))
+  symlinkSync('sub', join(rep, 'link'))
+  file(join(src, 'owner.txt'), 'owner')
+  file(join(rep, 'owner.txt'), 'owner')
+  chownSync(join(rep, 'owner.txt'), 65534, 65534)
+  // A hard link group on the source.
+  file(join(src, 'hard-a'), 'one inode, two names')
+  linkSync(join(src, 'hard-a'), join(src, 'hard-b'))
+  return [
+    'missing /missing.txt', 'extra /extra-dir', 'extra /extra.txt', 'type /file-not-dir', 'type /dir-not-link',
+    'size /size.txt', 'content /content.txt', 'mode /mode.txt', 'mtime /mtime.txt', 'link target /link',
+    'owner /owner.txt', 'missing /hard-a', 'missing /hard-b',
+    // What a dir of the wrong type should hold is missing too.
+    'missing /dir-not-link/f',
+  ].sort()
+}
+
+/** "kind path" of each verify line. */
+function kinds (stdout: string): string[] {
+  return stdout.split('\n').filter(Boolean).map(l => {
+    const m = /^\S+ (missing|extra|type|size|content|mode|mtime|link target|owner) (\S+?)(?::? |:?$)/.exec(l.replace(/^(fixed|would fix): /, ''))
+    return m ? `${m[1]} ${m[2]}` : `unparsed: ${l}`
+  }).sort()
+}
+
+t.test('verify, resync --dry-run, resync: file:// and sftp replicas', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'replicafs-reconcile-'))
+  let sshd: Sshd | undefined
+  t.teardown(async () => {
+    await sshd?.cleanup()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  sshd = await startSshd()
+  const s = sshd
+  const kinds_: Array<[string, (rep: string) => string[]]> = [
+    ['file', rep => ['--replica', `file://${rep}`]],
+    ['sftp', rep => ['--replica', `sftp://root@${s.host}:${s.port}${rep}`, '--identity', s.identity, '--known-hosts', s.knownHosts]],
+  ]
+  for (const [kind, replicaArgs] of kinds_) {
+    t.test(kind, async t => {
+      const src = join(dir, `${kind}-source`)
+      const rep = join(dir, `${kind}-replica`)
+      const want = divergent(src, rep)
+      const r = replicaArgs(rep)
+
+      const v = await cli(['verify', src, ...r])
+      t.equal(v.code, 1, 'verify exits 1 when the replica differs')
+      t.same(kinds(v.stdout), want, 'every kind of difference, each once (nothing below an extra dir is listed)')
+      const sum = await cli(['verify', src, ...r, '--checksum'])
+      t.same(kinds(sum.stdout), [...want, 'content /sneaky.txt'].sort(), '--checksum also finds equal size and mtime with other bytes')
+      const j = await cli(['verify', src, ...r, '--json'])
+      const doc = JSON.parse(j.stdout) as { equal: boolean, replicas: Array<{ differences: Array<{ kind: string, path: string }> }> }
+      t.equal(doc.equal, false, '--json: not equal')
+      t.same(doc.replicas[0]?.differences.map(d => `${d.kind} ${d.path}`).sort(), want, '--json lists the same differences')
+
+      const dry = await cli(['resync', src, ...r, '--dry-run'])
+      t.equal(dry.code, 0, 'resync --dry-run exits 0')
+      t.same(kinds(dry.stdout), want, 'resync --dry-run prints what it would fix')
+      t.match(dry.stdout, /^would fix: /m)
+      t.same(kinds((await cli(['verify', src, ...r])).stdout), want, 'and changes nothing')
+
+      const fix = await cli(['resync', src, ...r, '--checksum'])
+      t.equal(fix.code, 0, `resync exits 0 ${fix.stderr}`)
+      const after = await cli(['verify', src, ...r, '--checksum'])
+      t.equal(after.code, 0, `verify --checksum exits 0 after resync: ${after.stdout}`)
+      t.equal(after.stdout, '', 'and prints no difference')
+      t.equal(lstatSync(join(rep, 'hard-a')).ino, lstatSync(join(rep, 'hard-b')).ino, 'a hard link group stays one inode on the replica')
+      t.equal(readFileSync(join(rep, 'file-not-dir'), 'utf8'), 'a file', 'a dir where a file should be became the file')
+      t.ok(lstatSync(join(rep, 'dir-not-link')).isDirectory(), 'a symlink where a dir should be became the dir')
+
+      const again = await cli(['resync', src, ...r])
+      t.equal(again.stdout, '', 'a second resync finds nothing to fix')
+    })
+  }
+})
+
+t.test('bad usage and an unreachable replica', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'replicafs-reconcile-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const noReplica = await cli(['verify', dir])
+  t.equal(noReplica.code, 2, 'verify with no --replica: exit 2')
+  t.match(noReplica.stderr, /needs at least one --replica/)
+  const notDir = await cli(['verify', join(dir, 'nope'), '--replica', `file://${dir}`])
+  t.equal(notDir.code, 2, 'a source that is not a directory: exit 2')
+  const gone = await cli(['resync', dir, '--replica', `file://${join(dir, 'nope')}`])
+  t.equal(gone.code, 3, 'a replica that cannot be reached: exit 3')
+  const dry = await cli(['verify', dir, '--replica', `file://${dir}`, '--dry-run'])
+  t.equal(dry.code, 2, 'verify --dry-run: exit 2 (verify changes nothing)')
+})
+
+t.test('mount reconciles a divergent sftp replica before it comes up; --no-reconcile does not', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'replicafs-reconcile-'))
+  let sshd: Sshd | undefined
+  let daemon: Daemon | undefined
+  const mnt = join(dir, 'mnt')
+  t.teardown(async () => {
+    if (daemon) await stopDaemon(daemon)
+    await sshd?.cleanup()
+    cleanupDir(dir, mnt)
+  })
+  sshd = await startSshd()
+  const src = join(dir, 'source')
+  const rep = join(dir, 'replica')
+  mkdirSync(mnt)
+  divergent(src, rep)
+  const r = ['--replica', `sftp://root@${sshd.host}:${sshd.port}${rep}`, '--identity', sshd.identity, '--known-hosts', sshd.knownHosts]
+  const mount = (...extra: string[]) => startDaemon(['mount', src, mnt, ...r, '--state-dir', join(dir, 'state'), ...extra])
+
+  daemon = await mount('--no-reconcile')
+  await stopDaemon(daemon)
+  daemon = undefined
+  t.equal((await cli(['verify', src, ...r])).code, 1, '--no-reconcile leaves the replica as it was')
+
+  // --checksum: equal size and mtime with other bytes (sneaky.txt) is found too.
+  daemon = await mount('--checksum')
+  t.match(daemon.stderr, /reconcile: .*: \d+ checked, \d+ differences fixed/, 'the reconcile is logged before the mount is up')
+  writeFileSync(join(mnt, 'after-mount.txt'), 'made through the mount')
+  await stopDaemon(daemon)
+  daemon = undefined
+  const v = await cli(['verify', src, ...r, '--checksum'])
+  t.equal(v.code, 0, `verify --checksum exits 0: ${v.stdout}`)
+  t.equal(readFileSync(join(rep, 'after-mount.txt'), 'utf8'), 'made through the mount', 'changes after the reconcile replicate as usual')
+})
