@@ -9,7 +9,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { CLI, cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 import { run, running } from './proc'
 import { cleanUpOnSignals, envInt, QUICK, reproduceCommand } from './env'
@@ -42,10 +42,12 @@ const T0 = Date.now()
 type Key =
   | 'seq.norep' | 'seq.sync' | 'seq.async.local' | 'seq.async.conv' | 'seq.sftp'
   | 'tree.sync' | 'tree.async.conv' | 'tree.async.cp' | 'tree.rsync' | 'tree.lsyncd.conv' | 'tree.lsyncd.cp'
+  | 'rec.first' | 'rec.again' | 'rec.rsync.first' | 'rec.rsync.again'
 interface Sample { rep: number, ms: number, load1: number, cpuBusyPct?: number }
 const samples: Record<Key, Sample[]> = {
   'seq.norep': [], 'seq.sync': [], 'seq.async.local': [], 'seq.async.conv': [], 'seq.sftp': [],
   'tree.sync': [], 'tree.async.conv': [], 'tree.async.cp': [], 'tree.rsync': [], 'tree.lsyncd.conv': [], 'tree.lsyncd.cp': [],
+  'rec.first': [], 'rec.again': [], 'rec.rsync.first': [], 'rec.rsync.again': [],
 }
 const lag: { rfs: Array<number | null>, lsyncd: Array<number | null> } = { rfs: [], lsyncd: [] }
 /** open + write + close of each lag sample (the writer's own time). */
@@ -455,6 +457,36 @@ async function treeRsync (rep: number, tree: string, ts: TreeStats): Promise<voi
   })
 }
 
+// (4) reconcile ---------------------------------------------------------------------------------
+
+/**
+ * `replicafs resync` of the tree to an empty sftp replica, then again with nothing changed;
+ * or the same two runs of `rsync -a --delete` over ssh.
+ */
+async function reconcileRun (tool: 'rfs' | 'rsync', rep: number, tree: string, ts: TreeStats): Promise<void> {
+  const [first, again]: [Key, Key] = tool === 'rfs' ? ['rec.first', 'rec.again'] : ['rec.rsync.first', 'rec.rsync.again']
+  await step(first.replace('.first', ''), rep, async () => {
+    const s = sshd!
+    const dest = join(work, `reconcile-${++seq}`)
+    mkdirSync(dest)
+    const cmd = tool === 'rfs'
+      ? [process.execPath, [CLI, 'resync', tree, '--replica', `sftp://${s.user}@${s.host}:${s.port}${dest}`, '--identity', s.identity, '--known-hosts', s.knownHosts]] as const
+      : ['rsync', ['--delete', ...rsyncArgs(s, tree, dest)]] as const
+    try {
+      await warm([tree])
+      for (const key of [first, again]) {
+        const cpu0 = cpuTimes()
+        const r = await run(cmd[0], [...cmd[1]], CFG.stepTimeoutMs)
+        record(key, rep, r.ms, cpu0, ` ${fmt(ts.files / (r.ms / 1000))} files/s`)
+        if (!sameTree(walk(dest), ts)) throw new Error(`${key} left a different tree`)
+      }
+      await run('diff', ['-rq', '--no-dereference', '--', tree, dest], CFG.stepTimeoutMs)
+    } finally {
+      rmSync(dest, { recursive: true, force: true })
+    }
+  })
+}
+
 function rsyncArgs (s: Sshd, tree: string, dest: string): string[] {
   return ['-a', '-e', sshCmd(s).join(' '), `${tree}/`, `${s.user}@${s.host}:${dest}/`]
 }
@@ -620,6 +652,12 @@ async function main (): Promise<number> {
   await lagRfs()
   await lagLsyncd()
 
+  log('\n== (4) reconcile to an empty replica, then again unchanged')
+  for (let rep = 1; rep <= CFG.reps && !aborted; rep++) {
+    const order: Array<() => Promise<void>> = [() => reconcileRun('rfs', rep, tree, ts), () => reconcileRun('rsync', rep, tree, ts)]
+    for (let i = 0; i < order.length; i++) await order[(i + rep - 1) % order.length]!()
+  }
+
   if (aborted) return new Promise<number>(() => {})
   const foreignAtEnd = await foreignLoad()
   const runBusy = busyPct(cpuRun0, cpuTimes())
@@ -641,6 +679,8 @@ async function main (): Promise<number> {
   const treeSyncVsRsync = ratio(med('tree.sync'), med('tree.rsync'))
   const treeAsyncVsLsyncd = ratio(med('tree.async.conv'), med('tree.lsyncd.conv'))
   const treeCpVs = ratio(med('tree.async.cp'), med('tree.lsyncd.cp'))
+  const recFirst = ratio(med('rec.first'), med('rec.rsync.first'))
+  const recAgain = ratio(med('rec.again'), med('rec.rsync.again'))
   const p50r = pct(lag.rfs, 50); const p99r = pct(lag.rfs, 99)
   const p50l = pct(lag.lsyncd, 50); const p99l = pct(lag.lsyncd, 99)
   const finite = (x: number | null) => x !== null && Number.isFinite(x) ? x : null
@@ -658,6 +698,8 @@ async function main (): Promise<number> {
     ['3 lag 4 KiB file, async, p99', fmtMs(p99r), `lsyncd p99 ${fmtMs(p99l)}`, fmtRatio(ratio(finite(p99r), finite(p99l))), '<= 20 ms', met(p99r, x => x <= 20)],
     ['3 open+write+close of that file, async, p50 / p99 (info)', `${fmtMs(pct(lagWrite.rfs, 50))} / ${fmtMs(pct(lagWrite.rfs, 99))}`,
       `into lsyncd's dir ${fmtMs(pct(lagWrite.lsyncd, 50))} / ${fmtMs(pct(lagWrite.lsyncd, 99))}`, '-', '-', '-'],
+    ['4 reconcile (replicafs resync) to an empty replica', treeCell('rec.first'), `rsync -a --delete ${treeCell('rec.rsync.first')}`, fmtRatio(recFirst), '<= 1.2x (time)', met(recFirst, x => x <= 1.2)],
+    ['4 reconcile again, nothing changed', treeCell('rec.again'), `rsync -a --delete ${treeCell('rec.rsync.again')}`, fmtRatio(recAgain), '<= 1.0x (time)', met(recAgain, x => x <= 1.0)],
   ]
   const table = markdownTable(['workload', 'replicafs', 'baseline', 'ratio', 'target', 'result'], rows)
 
@@ -670,6 +712,8 @@ async function main (): Promise<number> {
     `  cp -a TREE MNT/ ;  cp -a TREE WATCH/ (lsyncd)`,
     `  rsync ${rsyncArgs(s, 'TREE', '/DEST').map(a => a.includes(' ') ? JSON.stringify(a) : a).join(' ')}`,
     `  lsyncd -nodaemon CONF   (CONF: sync { default.rsync, source = WATCH, target = "root@127.0.0.1:TARGET/", delay = 0, rsync = { archive = true, rsh = "${sshCmd(s).join(' ')}" } })`,
+    `  replicafs resync TREE --replica sftp://root@127.0.0.1:PORT/DEST --identity KEY --known-hosts KNOWN_HOSTS   (twice: DEST empty, then unchanged)`,
+    `  rsync --delete ${rsyncArgs(s, 'TREE', '/DEST').map(a => a.includes(' ') ? JSON.stringify(a) : a).join(' ')}   (twice)`,
     `  lag: node dist/test/bench/lag.js WRITE_DIR READ_DIR ${CFG.lagSamples} ${CFG.lagTimeoutMs} 10`,
   ]
 
