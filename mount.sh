@@ -17,13 +17,10 @@ if [ "${1:-}" = "--demo" ]; then
     head -c 4096 /dev/urandom > "$demo/source/img/noise.bin"
     ln -sf index.html "$demo/source/home.html"
   fi
-  # The replica starts as a copy of the source (replicafs keeps it so from here on).
-  if [ -z "$(ls -A "$demo/replica")" ]; then
-    cp -a "$demo/source/." "$demo/replica/"
-  fi
   cat >&2 <<MSG
 replicafs demo: $demo/source (the real files) is served at $demo/www,
-and every change made there is replicated, synchronously, to $demo/replica.
+and every change made there is replicated, synchronously, to $demo/replica
+(made identical to the source first, before the mount comes up).
 Try, from another terminal:
   echo hello > $demo/www/hello.txt && cat $demo/replica/hello.txt
 Stop with Ctrl-C (it unmounts).

@@ -4,11 +4,12 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { EXIT, UserError } from './errors'
 import { stderrLogger, type Logger } from './log'
 import { checkPaths, mount } from './fuse/mount'
-import { MOUNT_OPTIONS, TREE_OPTIONS, mountConfig } from './config'
+import { MOUNT_OPTIONS, TREE_OPTIONS, defaultStateDir, mountConfig } from './config'
 import { localOnly, type ReplicationHook } from './replication/mutation'
 import { intentsPath, startReplication } from './replication/setup'
 import { treeCommand } from './tree'
 import { unmountCommand } from './unmount'
+import { statusCommand, waitCommand } from './control'
 
 const USAGE = `usage:
   replicafs mount <source> <mountpoint> [--replica URL]... [--mode sync|async] [--quorum N]
@@ -18,6 +19,8 @@ const USAGE = `usage:
   replicafs unmount <mountpoint>
   replicafs verify <source> --replica URL... [--checksum] [--json]
   replicafs resync <source> --replica URL... [--checksum] [--dry-run]
+  replicafs status <mountpoint> | --state-dir DIR [--json]
+  replicafs wait <mountpoint> | --state-dir DIR [--timeout SECONDS]
   replicafs --help | <command> --help`
 
 const HELP: Record<string, string> = {
@@ -102,9 +105,51 @@ options:
 
 exit codes: 0 done; 1 something could not be fixed (each logged); 2 bad usage; 3 a replica
 could not be reached.`,
+  status: `replicafs status <mountpoint> [--json]
+replicafs status --state-dir DIR [--json]
+
+Asks the daemon that serves <mountpoint> (over <state-dir>/control.sock, mode 0600) how each
+replica is doing: its state (reconciling, in sync, catching up, degraded, offline, failed),
+the changes and bytes queued for it, its lag (the age of the oldest change it has yet to
+apply), what it applied and at what rate (over the last 5 s), and its last error with the
+time.
+
+options:
+  --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
+  --json               the daemon's answer as JSON
+  -h, --help           this text
+
+exit codes: 0 answered; 2 bad usage; 3 no daemon with replicas answers there.`,
+  wait: `replicafs wait <mountpoint> [--timeout SECONDS]
+replicafs wait --state-dir DIR [--timeout SECONDS]
+
+Returns once every replica has applied every change made through the mount before the call:
+the barrier a deploy script needs in async mode (upload, then wait, then switch traffic).
+
+options:
+  --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
+  --timeout SECONDS    how long to wait. default: 60
+  -h, --help           this text
+
+exit codes: 0 every replica has every change; 1 the timeout passed (the replicas still
+behind are named on stderr); 2 bad usage; 3 no daemon with replicas answers there.`,
   unmount: `replicafs unmount <mountpoint>
 
 Unmounts a replicafs mount (the daemon then exits 0). Fails, exit 2, if it is not mounted.`,
+}
+
+const STATUS_OPTIONS = { 'state-dir': { type: 'string' }, json: { type: 'boolean' } } as const
+const WAIT_OPTIONS = { 'state-dir': { type: 'string' }, timeout: { type: 'string' } } as const
+const WAIT_DEFAULT_SECONDS = 60
+
+/** The state dir of the daemon that status and wait ask: --state-dir, or the mountpoint's default. */
+function controlStateDir (command: string, positionals: string[], stateDir: string | undefined): string {
+  if (positionals.length > 1) throw new UserError(`${command} takes one mountpoint\n${USAGE}`, EXIT.usage)
+  // Given both, --state-dir says where the daemon listens.
+  if (stateDir !== undefined) return stateDir
+  const mountpoint = positionals[0]
+  if (mountpoint === undefined) throw new UserError(`${command} takes a mountpoint or --state-dir DIR\n${USAGE}`, EXIT.usage)
+  return defaultStateDir(mountpoint)
 }
 
 function parse (args: string[], options: ParseArgsConfig['options'], command: string) {
@@ -134,7 +179,8 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
 
   const config = mountConfig(source, mountpoint, values as Record<string, unknown>)
   const paths = await checkPaths(source, mountpoint, log)
-  const replicator = await startReplication(config, paths.source, log)
+  const replication = await startReplication(config, paths.source, log)
+  const replicator = replication?.replicator ?? null
   const intents = replicator !== null ? intentsPath(config.stateDir) : ''
   const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, intents, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
@@ -157,6 +203,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
     if (!drained) log.warn('main', 'some replicas had not applied every change at exit')
     // Nothing is in flight any more: the next start has nothing to resync.
     else await truncate(intents).catch(() => {})
+    await replication?.control?.close()
     await replicator.close()
   }
   return EXIT.ok
@@ -204,6 +251,20 @@ export async function main (argv: string[], log: Logger = stderrLogger): Promise
       if (command === 'resync' && values.json) throw new UserError(`resync: --json is for verify\n${USAGE}`, EXIT.usage)
       if (command === 'verify' && values['dry-run']) throw new UserError(`verify: --dry-run is for resync (verify changes nothing)\n${USAGE}`, EXIT.usage)
       return treeCommand(command, positionals, values, log)
+    }
+    case 'status':
+    case 'wait': {
+      const parsed = parse(rest, command === 'status' ? STATUS_OPTIONS : WAIT_OPTIONS, command)
+      const values = parsed.values as Record<string, unknown>
+      if (values.help) {
+        process.stdout.write(HELP[command] + '\n')
+        return EXIT.ok
+      }
+      const stateDir = controlStateDir(command, parsed.positionals, values['state-dir'] as string | undefined)
+      if (command === 'status') return statusCommand(stateDir, values.json === true)
+      const seconds = values.timeout === undefined ? WAIT_DEFAULT_SECONDS : Number(values.timeout)
+      if (!Number.isFinite(seconds) || seconds < 0) throw new UserError(`--timeout ${String(values.timeout)}: expected a number of seconds`, EXIT.usage)
+      return waitCommand(stateDir, seconds * 1000)
     }
     case '-h':
     case '--help':

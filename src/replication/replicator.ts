@@ -8,7 +8,24 @@ import type { Mutation, ReplicationHook } from './mutation'
 
 export type Mode = 'sync' | 'async'
 
-export type LinkState = 'in sync' | 'catching up' | 'degraded' | 'offline' | 'failed'
+export type LinkState = 'reconciling' | 'in sync' | 'catching up' | 'degraded' | 'offline' | 'failed'
+
+/** One replica as `replicafs status` shows it. */
+export interface LinkStatus {
+  url: string
+  state: LinkState
+  /** Changes queued for it, and the bytes they carry. */
+  queued: number
+  queuedBytes: number
+  /** Age of the oldest change it has yet to apply, seconds (0: none). */
+  lagSeconds: number
+  /** Changes and data bytes it applied since the start. */
+  appliedOps: number
+  appliedBytes: number
+  lastError: string | null
+  /** ISO time of the last error. */
+  lastErrorAt: string | null
+}
 
 export interface ReplicatorOptions {
   mode: Mode
@@ -29,6 +46,8 @@ export interface ReplicatorOptions {
 
 interface Rec {
   seq: number
+  /** When the change was made (ms since the epoch): a replica's lag is its oldest one's age. */
+  at: number
   m: Mutation
   bytes: number
   acks: number
@@ -47,6 +66,9 @@ class Link {
   running = false
   appliedSeq = 0
   backoffMs = 0
+  appliedOps = 0
+  appliedBytes = 0
+  lastError: { message: string, at: number } | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -60,6 +82,9 @@ class Link {
  * syscall per call in sync mode.
  */
 const JOURNAL_RESET_BYTES = 16 * 1024 * 1024
+
+/** status: a replica this far behind (seconds) is shown as catching up. */
+const CATCHING_UP_SECONDS = 1
 
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
@@ -111,7 +136,7 @@ export class Replicator implements ReplicationHook {
   }
 
   apply (m: Mutation): void | Promise<void> {
-    const rec: Rec = { seq: ++this.#seq, m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
+    const rec: Rec = { seq: ++this.#seq, at: Date.now(), m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
     if (this.#o.mode === 'async') {
       detach(rec)
       for (const link of this.#links) this.#enqueue(link, rec)
@@ -173,6 +198,44 @@ export class Replicator implements ReplicationHook {
     return false
   }
 
+  /** Each replica's state, queue, lag and last error. */
+  status (): LinkStatus[] {
+    const now = Date.now()
+    return this.#links.map(l => {
+      const lagSeconds = l.queue.length > 0 ? (now - (l.queue[0] as Rec).at) / 1000 : 0
+      return {
+        url: l.replica.url,
+        // A replica that is a second or more behind is not "in sync", whatever it last said.
+        state: l.state === 'in sync' && lagSeconds >= CATCHING_UP_SECONDS ? 'catching up' : l.state,
+        queued: l.queue.length,
+        queuedBytes: l.queuedBytes,
+        lagSeconds,
+      appliedOps: l.appliedOps,
+      appliedBytes: l.appliedBytes,
+      lastError: l.lastError?.message ?? null,
+        lastErrorAt: l.lastError !== null ? new Date(l.lastError.at).toISOString() : null,
+      }
+    })
+  }
+
+  /** Marks a replica as being reconciled (status), or done with it. */
+  reconciling (url: string, on: boolean): void {
+    for (const l of this.#links) if (l.replica.url === url && l.state !== 'failed') l.state = on ? 'reconciling' : 'in sync'
+  }
+
+  /**
+   * The barrier of `replicafs wait`: resolves with the replicas that have not applied every
+   * change made before the call once `timeoutMs` passed ([] as soon as all have).
+   */
+  async barrier (timeoutMs: number): Promise<string[]> {
+    const target = this.#seq
+    const behind = () => this.#links.filter(l => l.appliedSeq < target && l.state !== 'failed').map(l => l.replica.url)
+    const end = Date.now() + timeoutMs
+    while (behind().length > 0 && Date.now() < end) await new Promise(resolve => setTimeout(resolve, 20))
+    // A replica stopped for good never catches up: it is behind too.
+    return [...behind(), ...this.#links.filter(l => l.state === 'failed').map(l => l.replica.url)]
+  }
+
   /** Changes queued for the replicas, summed. */
   get queued (): number {
     return this.#links.reduce((n, l) => n + l.queue.length, 0)
@@ -204,12 +267,12 @@ export class Replicator implements ReplicationHook {
       link.applier.beginReplay()
       for (const r of behind) {
         if (r.m.op === 'resync') continue
-        this.#enqueue(link, { seq: r.seq, m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null })
+        this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null })
         last = r.seq
       }
-      this.#enqueue(link, { seq: last, m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
+      this.#enqueue(link, { seq: last, at: Date.now(), m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
       for (const r of behind) {
-        if (r.m.op === 'resync') this.#enqueue(link, { seq: r.seq, m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
+        if (r.m.op === 'resync') this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
       }
     }
   }
@@ -237,7 +300,7 @@ export class Replicator implements ReplicationHook {
         this.#fail(r)
       }
       link.state = 'degraded'
-      link.queue.push({ seq: rec.seq, m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
+      link.queue.push({ seq: rec.seq, at: Date.now(), m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
     }
     if (!link.running) void this.#run(link)
   }
@@ -275,12 +338,15 @@ export class Replicator implements ReplicationHook {
   #applied (link: Link, rec: Rec): void {
     link.queue.shift()
     link.queuedBytes -= rec.bytes
+    link.appliedOps++
+    link.appliedBytes += rec.bytes
     this.#advance(link, rec.seq)
     this.#ack(rec)
   }
 
   /** A change the replica did not apply: retry after a reconnect, or repair the path. */
   async #failed (link: Link, rec: Rec, err: unknown): Promise<void> {
+    link.lastError = { message: (err as Error).message, at: Date.now() }
     if (err instanceof ReplicaError && err.transient) {
       link.connected = false
       if (link.state === 'in sync') link.state = 'offline'
@@ -303,7 +369,7 @@ export class Replicator implements ReplicationHook {
       // it is journaled before this change counts as applied, so a kill cannot lose it.
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
       for (const path of pathsOf(rec.m)) {
-        const repair: Rec = { seq: ++this.#seq, m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null }
+        const repair: Rec = { seq: ++this.#seq, at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null }
         for (const l of this.#links) this.#enqueue(l, repair)
         await this.#o.journal?.append(repair.seq, repair.m)
       }
@@ -369,7 +435,7 @@ export class Replicator implements ReplicationHook {
   #orphaned (m: Mutation): void {
     if (m.op !== 'create' && m.op !== 'open-truncate') return
     const release: Mutation = { op: 'release', path: m.path, fh: m.fh, mtime: 0, atime: 0, uid: m.uid, gid: m.gid }
-    const rec: Rec = { seq: ++this.#seq, m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
+    const rec: Rec = { seq: ++this.#seq, at: Date.now(), m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
     for (const link of this.#links) this.#enqueue(link, rec)
     void this.#o.journal?.append(rec.seq, release)
   }

@@ -7,6 +7,7 @@ import type { Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { ControlServer } from '../control'
 import { Journal, type JournalRecord } from './journal'
 import type { Mutation } from './mutation'
 import { Reconciler, type ReconcileOptions, type ReconcileStats } from './reconcile'
@@ -74,7 +75,7 @@ const RECONCILE_PARALLEL = 4
  * Connects every replica of the config, replays what a killed run left, and reconciles each
  * replica with the source, all before the mount comes up.
  */
-export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<Replicator | null> {
+export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<{ replicator: Replicator, control: ControlServer | null } | null> {
   if (c.replicas.length === 0) return null
   const replicas = await connectReplicas(c, log)
 
@@ -100,17 +101,21 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     journal: opened.journal,
     log,
   })
+  // status and wait answer from here on: through the replay and the reconcile too.
+  const control = await ControlServer.start(c.stateDir, replicator, c.mode, log)
   replicator.restore(opened.records, opened.cursors)
   await recover(replicator, log)
   if (c.reconcile) {
     for (const r of replicas) {
       const started = Date.now()
+      replicator.reconciling(r.url, true)
       const s = await reconcile(sourceBytes, r, { fix: true, checksum: c.checksum }, log)
+      replicator.reconciling(r.url, false)
       log.info('reconcile', `${r.url}: ${s.checked} checked, ${s.differences} differences fixed, ${s.copied} files copied (${(s.bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - started) / 1000).toFixed(1)} s`)
       for (const e of s.errors) log.error('reconcile', `${r.url}: ${e}`)
     }
   }
-  return replicator
+  return { replicator, control }
 }
 
 /** How long a start waits for the replicas to replay the journal before it mounts anyway. */

@@ -1,0 +1,182 @@
+import { chmod, unlink } from 'node:fs/promises'
+import net from 'node:net'
+import { join } from 'node:path'
+import { EXIT, UserError } from './errors'
+import type { Logger } from './log'
+import type { LinkStatus, Replicator } from './replication/replicator'
+
+/**
+ * The daemon's control socket, `<state-dir>/control.sock` (mode 0600, in a 0700 dir): what
+ * `replicafs status` and `replicafs wait` ask. One JSON request per line, one JSON answer
+ * per line:
+ *
+ *   {"cmd":"status"}               -> {"mode":"sync","replicas":[LinkStatus + throughput]}
+ *   {"cmd":"wait","timeoutMs":N}   -> {"behind":[url...]}   (once all applied, or after N ms)
+ */
+export function controlPath (stateDir: string): string {
+  return join(stateDir, 'control.sock')
+}
+
+/** A unix socket's path must fit in sockaddr_un.sun_path (108 bytes, NUL included). */
+const SUN_PATH_MAX = 107
+/** How often throughput is sampled: status shows the rate over the last window. */
+const RATE_WINDOW_MS = 5000
+
+export interface StatusAnswer {
+  mode: string
+  replicas: Array<LinkStatus & { bytesPerSecond: number, opsPerSecond: number }>
+}
+
+export class ControlServer {
+  readonly #server: net.Server
+  readonly #path: string
+  readonly #timer: NodeJS.Timeout
+  #last = new Map<string, { t: number, ops: number, bytes: number }>()
+  #rates = new Map<string, { ops: number, bytes: number }>()
+
+  private constructor (server: net.Server, path: string, replicator: Replicator) {
+    this.#server = server
+    this.#path = path
+    this.#timer = setInterval(() => this.#sample(replicator), RATE_WINDOW_MS)
+    this.#timer.unref()
+    this.#sample(replicator)
+  }
+
+  /** Listens on the state dir's socket; null (with a warning) where it cannot. */
+  static async start (stateDir: string, replicator: Replicator, mode: string, log: Logger): Promise<ControlServer | null> {
+    const path = controlPath(stateDir)
+    if (Buffer.byteLength(path) > SUN_PATH_MAX) {
+      log.warn('main', `${path} is too long for a unix socket: status and wait are not available (use a shorter --state-dir)`)
+      return null
+    }
+    // A socket left by a killed run.
+    await unlink(path).catch(() => {})
+    let server!: net.Server
+    let control!: ControlServer
+    server = net.createServer(conn => {
+      conn.setEncoding('utf8')
+      let buf = ''
+      conn.on('error', () => {})
+      conn.on('data', (chunk: string) => {
+        buf += chunk
+        if (buf.length > 4096) conn.destroy()
+        const nl = buf.indexOf('\n')
+        if (nl < 0) return
+        const line = buf.slice(0, nl)
+        buf = ''
+        void control.#answer(line, replicator, mode).then(a => conn.end(JSON.stringify(a) + '\n'), err => {
+          log.error('main', 'control request failed', err)
+          conn.end(JSON.stringify({ error: String(err) }) + '\n')
+        })
+      })
+    })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(path, () => resolve())
+      })
+      await chmod(path, 0o600)
+    } catch (err) {
+      log.warn('main', `cannot serve status on ${path}: ${(err as Error).message}`)
+      server.close()
+      return null
+    }
+    control = new ControlServer(server, path, replicator)
+    return control
+  }
+
+  #sample (replicator: Replicator): void {
+    const t = Date.now()
+    const next = new Map<string, { t: number, ops: number, bytes: number }>()
+    for (const s of replicator.status()) {
+      const prev = this.#last.get(s.url)
+      if (prev !== undefined && t > prev.t) {
+        const dt = (t - prev.t) / 1000
+        this.#rates.set(s.url, { ops: (s.appliedOps - prev.ops) / dt, bytes: (s.appliedBytes - prev.bytes) / dt })
+      }
+      next.set(s.url, { t, ops: s.appliedOps, bytes: s.appliedBytes })
+    }
+    this.#last = next
+  }
+
+  async #answer (line: string, replicator: Replicator, mode: string): Promise<unknown> {
+    let req: { cmd?: unknown, timeoutMs?: unknown }
+    try {
+      req = JSON.parse(line) as typeof req
+    } catch {
+      return { error: 'not JSON' }
+    }
+    if (req.cmd === 'status') {
+      const answer: StatusAnswer = {
+        mode,
+        replicas: replicator.status().map(s => ({ ...s, bytesPerSecond: this.#rates.get(s.url)?.bytes ?? 0, opsPerSecond: this.#rates.get(s.url)?.ops ?? 0 })),
+      }
+      return answer
+    }
+    if (req.cmd === 'wait') {
+      const ms = typeof req.timeoutMs === 'number' && req.timeoutMs >= 0 ? req.timeoutMs : 0
+      return { behind: await replicator.barrier(ms) }
+    }
+    return { error: `unknown command ${JSON.stringify(req.cmd)}` }
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.#timer)
+    await new Promise<void>(resolve => this.#server.close(() => resolve()))
+    await unlink(this.#path).catch(() => {})
+  }
+}
+
+/** Sends one request to the daemon behind `stateDir` and resolves with its answer. */
+export function ask (stateDir: string, request: object, what: string): Promise<Record<string, unknown>> {
+  const path = controlPath(stateDir)
+  return new Promise((resolve, reject) => {
+    const conn = net.connect(path)
+    let buf = ''
+    conn.setEncoding('utf8')
+    conn.on('connect', () => conn.write(JSON.stringify(request) + '\n'))
+    conn.on('data', (s: string) => { buf += s })
+    conn.on('end', () => {
+      try {
+        resolve(JSON.parse(buf) as Record<string, unknown>)
+      } catch {
+        reject(new UserError(`${what}: the daemon answered something that is not JSON`, EXIT.unreachable))
+      }
+    })
+    conn.on('error', (err: NodeJS.ErrnoException) => {
+      reject(new UserError(`${what}: no replicafs daemon with replicas answers on ${path} (${err.code ?? err.message}); ` +
+        'is it mounted with --replica, and with another --state-dir?', EXIT.unreachable))
+    })
+  })
+}
+
+function mb (bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`
+}
+
+/** `replicafs status`: each replica's state, one line each (or the daemon's JSON). */
+export async function statusCommand (stateDir: string, json: boolean): Promise<number> {
+  const a = await ask(stateDir, { cmd: 'status' }, 'status') as unknown as StatusAnswer
+  if (json) {
+    process.stdout.write(JSON.stringify(a, null, 2) + '\n')
+    return EXIT.ok
+  }
+  const lines = [`mode ${a.mode}`]
+  for (const r of a.replicas) {
+    lines.push(`${r.url}: ${r.state}; queued ${r.queued} changes (${mb(r.queuedBytes)}); lag ${r.lagSeconds.toFixed(1)} s; ` +
+      `applied ${r.appliedOps} changes (${mb(r.appliedBytes)}), now ${mb(r.bytesPerSecond)}/s; ` +
+      `last error: ${r.lastError === null ? 'none' : `${r.lastErrorAt} ${r.lastError}`}`)
+  }
+  process.stdout.write(lines.join('\n') + '\n')
+  return EXIT.ok
+}
+
+/** `replicafs wait`: 0 once every replica applied every change made before it; 1 on timeout. */
+export async function waitCommand (stateDir: string, timeoutMs: number): Promise<number> {
+  const a = await ask(stateDir, { cmd: 'wait', timeoutMs }, 'wait')
+  const behind = Array.isArray(a.behind) ? a.behind as string[] : null
+  if (behind === null) throw new UserError(`wait: the daemon answered ${JSON.stringify(a)}`, EXIT.unreachable)
+  if (behind.length === 0) return EXIT.ok
+  process.stderr.write(`replicafs: wait: still behind after ${timeoutMs / 1000} s: ${behind.join(', ')}\n`)
+  return 1
+}
