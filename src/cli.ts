@@ -15,10 +15,10 @@ const USAGE = `usage:
   replicafs mount <source> <mountpoint> [--replica URL]... [--mode sync|async] [--quorum N]
                   [--identity FILE] [--known-hosts FILE] [--timeout SECONDS]
                   [--journal-max BYTES] [--state-dir DIR] [--in-place] [--allow-other]
-                  [--no-reconcile] [--checksum]
+                  [--no-reconcile] [--checksum] [--exclude GLOB]...
   replicafs unmount <mountpoint>
-  replicafs verify <source> --replica URL... [--checksum] [--json]
-  replicafs resync <source> --replica URL... [--checksum] [--dry-run]
+  replicafs verify <source> --replica URL... [--checksum] [--json] [--exclude GLOB]...
+  replicafs resync <source> --replica URL... [--checksum] [--dry-run] [--exclude GLOB]...
   replicafs status <mountpoint> | --state-dir DIR [--json]
   replicafs wait <mountpoint> | --state-dir DIR [--timeout SECONDS]
   replicafs --help | <command> --help`
@@ -61,6 +61,10 @@ options:
                        (see below). default: reconcile
   --checksum           the reconcile compares every file's content, not only its size and
                        mtime. default: off
+  --exclude GLOB       a gitignore-style pattern (*.part, .ftpquota, cache/, /tmp/**,
+                       !keep.part) of paths that the mount serves but never replicates;
+                       the reconcile leaves them alone on both sides. Repeatable.
+                       default: none
   --allow-other        let users other than the one running replicafs use the mount (an
                        FTP server's users); needs root or user_allow_other in
                        /etc/fuse.conf. default: off
@@ -82,6 +86,7 @@ options:
   --replica URL        as for mount; repeatable, at least one
   --checksum           compare every file's content. default: off
   --json               one JSON document on stdout instead of lines
+  --exclude GLOB       paths not compared (as mount's --exclude). Repeatable. default: none
   --identity FILE      SSH private key. default: ~/.ssh/id_ed25519, then ~/.ssh/id_rsa
   --known-hosts FILE   default: ~/.ssh/known_hosts
   --timeout SECONDS    connect timeout. default: 10
@@ -100,6 +105,7 @@ options:
   --replica URL        as for mount; repeatable, at least one
   --dry-run            print what would be fixed ("would fix: ..."), change nothing
   --checksum           compare every file's content. default: off
+  --exclude GLOB       paths neither copied nor removed (as mount's --exclude). Repeatable.
   --identity FILE, --known-hosts FILE, --timeout SECONDS: as for verify
   -h, --help           this text
 
@@ -182,7 +188,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   const replication = await startReplication(config, paths.source, log)
   const replicator = replication?.replicator ?? null
   const intents = replicator !== null ? intentsPath(config.stateDir) : ''
-  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replicator ?? localOnly, intents, log })
+  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replication?.hook ?? localOnly, intents, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
   let stopping = false

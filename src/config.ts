@@ -30,6 +30,8 @@ export interface MountConfig {
   reconcile: boolean
   /** Reconcile compares every file's content, not only size and mtime; default off. */
   checksum: boolean
+  /** gitignore-style patterns of paths served but never replicated; default none. */
+  excludes: string[]
 }
 
 export const DEFAULTS = {
@@ -52,6 +54,7 @@ export const MOUNT_OPTIONS = {
   'state-dir': { type: 'string' },
   'no-reconcile': { type: 'boolean' },
   checksum: { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
 } as const
 
 /** The options of `replicafs verify` and `replicafs resync`. */
@@ -63,6 +66,7 @@ export const TREE_OPTIONS = {
   checksum: { type: 'boolean' },
   json: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
+  exclude: { type: 'string', multiple: true },
 } as const
 
 const SIZE = /^(\d+)([KMGT]i?B?|B)?$/i
@@ -109,11 +113,12 @@ export function mountConfig (source: string, mountpoint: string, v: Record<strin
     stateDir: (v['state-dir'] as string | undefined) ?? defaultStateDir(mountpoint),
     reconcile: v['no-reconcile'] !== true,
     checksum: v.checksum === true,
+    excludes: (v.exclude as string[] | undefined) ?? [],
   }
 }
 
 /** How `verify` and `resync` reach the replicas: at least one --replica. */
-export function treeConfig (command: string, v: Record<string, unknown>): { replicas: ReplicaUrl[], identities: string[], knownHosts: string, timeoutSeconds: number, checksum: boolean } {
+export function treeConfig (command: string, v: Record<string, unknown>): { replicas: ReplicaUrl[], identities: string[], knownHosts: string, timeoutSeconds: number, checksum: boolean, excludes: string[] } {
   const replicas = ((v.replica as string[] | undefined) ?? []).map(parseReplicaUrl)
   if (replicas.length === 0) throw new UserError(`${command} needs at least one --replica URL`, EXIT.usage)
   return {
@@ -122,6 +127,7 @@ export function treeConfig (command: string, v: Record<string, unknown>): { repl
     knownHosts: (v['known-hosts'] as string | undefined) ?? defaultKnownHosts(),
     timeoutSeconds: timeout(v),
     checksum: v.checksum === true,
+    excludes: (v.exclude as string[] | undefined) ?? [],
   }
 }
 

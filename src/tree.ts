@@ -3,6 +3,7 @@ import { resolve } from 'node:path'
 import { treeConfig } from './config'
 import { EXIT, UserError } from './errors'
 import type { Logger } from './log'
+import { Excludes } from './replication/exclude'
 import type { Difference } from './replication/reconcile'
 import { connectReplicas, reconcile } from './replication/setup'
 
@@ -49,6 +50,7 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
       const s = await reconcile(Buffer.from(source, 'utf8').toString('latin1'), r, {
         fix,
         checksum: c.checksum,
+        excludes: c.excludes.length > 0 ? new Excludes(c.excludes) : null,
         found: d => {
           if (json) differences.push({ ...d, path: text(d.path), source: text(d.source), replica: text(d.replica) })
           else process.stdout.write(line(r.url, d, prefix))

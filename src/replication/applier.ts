@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { E } from '../errors'
 import { ReplicaError, type RemoteHandle, type Replica } from '../replica/replica'
+import type { Excludes } from './exclude'
 import { Mirror } from './mirror'
 import { UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
@@ -39,6 +40,8 @@ export interface ApplierOptions {
   daemonGid: number
   /** The source directory as a byte string: what a resync copies from. */
   sourceRoot: string
+  /** Paths a resync neither copies nor removes. */
+  excludes: Excludes | null
 }
 
 /**
@@ -116,7 +119,7 @@ export class Applier {
     // not where the killed run was writing them (a temp file). Copy them whole instead.
     const orphans = this.#orphans
     this.#orphans = null
-    for (const path of orphans ?? []) await new Mirror(this.#o.sourceRoot, this.#r).path(path)
+    for (const path of orphans ?? []) await new Mirror(this.#o.sourceRoot, this.#r, this.#o.excludes).path(path)
   }
 
   /** A journal replay starts: note the files it writes that it never saw opened. */
@@ -334,7 +337,7 @@ export class Applier {
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }
       case 'resync':
-        return new Mirror(this.#o.sourceRoot, r).path(m.path)
+        return new Mirror(this.#o.sourceRoot, r, this.#o.excludes).path(m.path)
       case 'finish-replay':
         return this.finishAll()
       case 'setxattr':

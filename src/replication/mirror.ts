@@ -2,7 +2,8 @@ import { lstat, open, readlink } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { E } from '../errors'
 import { fileReaddirBytes } from '../replica/file'
-import { ReplicaError, type Replica } from '../replica/replica'
+import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
+import type { Excludes } from './exclude'
 import { isTempName } from './temp'
 
 const S_IFMT = 0o170000
@@ -18,11 +19,13 @@ const CHUNK = 256 * 1024
 export class Mirror {
   readonly #root: string
   readonly #r: Replica
+  readonly #ex: Excludes | null
 
   /** @param root the source directory, as a byte string (latin1). */
-  constructor (root: string, replica: Replica) {
+  constructor (root: string, replica: Replica, excludes: Excludes | null = null) {
     this.#root = root
     this.#r = replica
+    this.#ex = excludes
   }
 
   #src (path: string): Buffer {
@@ -56,6 +59,8 @@ export class Mirror {
 
   async #mirror (path: string): Promise<void> {
     const st = await this.#srcStat(path)
+    // Excluded: neither copied nor removed, on either side.
+    if (this.#ex !== null && this.#ex.matches(path, st?.isDirectory() ?? isDir(await this.#r.lstat(path)))) return
     if (st === null) return this.#remove(path)
     const parent = path.slice(0, path.lastIndexOf('/')) || '/'
     if (parent !== path && (await this.#r.lstat(parent)) === null) await this.#mirror(parent)
@@ -66,7 +71,10 @@ export class Mirror {
       if (!sameType) await this.#r.mkdir(path, st.mode & 0o7777)
       const names = new Set(await fileReaddirBytes(this.#src(path)))
       for (const name of await this.#r.readdir(path)) {
-        if (!names.has(name)) await this.#remove(join(path, name))
+        if (names.has(name)) continue
+        const p = join(path, name)
+        if (this.#ex !== null && this.#ex.matches(p, isDir(await this.#r.lstat(p)))) continue
+        await this.#remove(p)
       }
       for (const name of names) await this.#mirror(join(path, name))
     } else {
@@ -125,6 +133,10 @@ export class Mirror {
       await this.#r.unlink(path)
     }
   }
+}
+
+function isDir (st: RemoteStat | null): boolean {
+  return st !== null && (st.mode & S_IFMT) === S_IFDIR
 }
 
 function join (dir: string, name: string): string {

@@ -3,6 +3,7 @@ import type { Stats } from 'node:fs'
 import { E } from '../errors'
 import { fileReaddirBytes, hashFile } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
+import type { Excludes } from './exclude'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
@@ -32,6 +33,8 @@ export interface ReconcileOptions {
   parallel: number
   /** Each difference, as it is found. */
   found?: (d: Difference) => void
+  /** Paths neither compared nor touched, on either side. */
+  excludes?: Excludes | null
 }
 
 export interface ReconcileStats {
@@ -136,7 +139,11 @@ export class Reconciler {
         const p = join(path, name)
         return [p, await this.#srcStat(p), await this.#r.lstat(p)] as const
       }))
-      for (const [p, s, r] of pairs) await this.#node(p, s, r)
+      const ex = this.#o.excludes
+      for (const [p, s, r] of pairs) {
+        if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : r !== null && (r.mode & S_IFMT) === 0o040000)) continue
+        await this.#node(p, s, r)
+      }
     }
   }
 
@@ -192,7 +199,7 @@ export class Reconciler {
     for (const name of (await fileReaddirBytes(this.#src(path))).sort()) {
       const p = join(path, name)
       const st = await this.#srcStat(p)
-      if (st === null) continue
+      if (st === null || this.#o.excludes?.matches(p, st.isDirectory()) === true) continue
       this.stats.checked++
       this.#differs(p, 'missing', kindOf(st.mode), '')
       if (st.isDirectory()) await this.#listMissing(p)

@@ -9,7 +9,8 @@ import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
 import { Journal, type JournalRecord } from './journal'
-import type { Mutation } from './mutation'
+import { Excludes, ExcludingHook } from './exclude'
+import type { Mutation, ReplicationHook } from './mutation'
 import { Reconciler, type ReconcileOptions, type ReconcileStats } from './reconcile'
 import { Replicator } from './replicator'
 
@@ -75,11 +76,12 @@ const RECONCILE_PARALLEL = 4
  * Connects every replica of the config, replays what a killed run left, and reconciles each
  * replica with the source, all before the mount comes up.
  */
-export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<{ replicator: Replicator, control: ControlServer | null } | null> {
+export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<{ replicator: Replicator, control: ControlServer | null, hook: ReplicationHook } | null> {
   if (c.replicas.length === 0) return null
   const replicas = await connectReplicas(c, log)
 
   const sourceBytes = Buffer.from(sourceRoot, 'utf8').toString('latin1')
+  const excludes = c.excludes.length > 0 ? new Excludes(c.excludes) : null
   const inFlight = await readIntents(c.stateDir)
   if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
   // Both modes journal: async every change, sync what some replica has yet to apply when
@@ -97,6 +99,7 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
       daemonUid: process.getuid?.() ?? 0,
       daemonGid: process.getgid?.() ?? 0,
       sourceRoot: sourceBytes,
+      excludes,
     },
     journal: opened.journal,
     log,
@@ -109,13 +112,15 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     for (const r of replicas) {
       const started = Date.now()
       replicator.reconciling(r.url, true)
-      const s = await reconcile(sourceBytes, r, { fix: true, checksum: c.checksum }, log)
+      const s = await reconcile(sourceBytes, r, { fix: true, checksum: c.checksum, excludes }, log)
       replicator.reconciling(r.url, false)
       log.info('reconcile', `${r.url}: ${s.checked} checked, ${s.differences} differences fixed, ${s.copied} files copied (${(s.bytes / 1e6).toFixed(1)} MB) in ${((Date.now() - started) / 1000).toFixed(1)} s`)
       for (const e of s.errors) log.error('reconcile', `${r.url}: ${e}`)
     }
   }
-  return { replicator, control }
+  // Excluded paths stay local: the mount hands changes to the filter first.
+  const hook: ReplicationHook = excludes !== null ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
+  return { replicator, control, hook }
 }
 
 /** How long a start waits for the replicas to replay the journal before it mounts anyway. */
