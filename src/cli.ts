@@ -7,6 +7,7 @@ import { checkPaths, mount } from './fuse/mount'
 import { MOUNT_OPTIONS, TREE_OPTIONS, defaultStateDir, mountConfig } from './config'
 import { localOnly, type ReplicationHook } from './replication/mutation'
 import { intentsPath, startReplication } from './replication/setup'
+import { blameFile, merge, readConfigFile } from './configfile'
 import { treeCommand } from './tree'
 import { unmountCommand } from './unmount'
 import { statusCommand, waitCommand } from './control'
@@ -15,10 +16,11 @@ const USAGE = `usage:
   replicafs mount <source> <mountpoint> [--replica URL]... [--mode sync|async] [--quorum N]
                   [--identity FILE] [--known-hosts FILE] [--timeout SECONDS]
                   [--journal-max BYTES] [--state-dir DIR] [--in-place] [--allow-other]
-                  [--no-reconcile] [--checksum] [--exclude GLOB]...
+                  [--no-reconcile] [--checksum] [--exclude GLOB]... [--config FILE]
+  replicafs mount --config FILE
   replicafs unmount <mountpoint>
-  replicafs verify <source> --replica URL... [--checksum] [--json] [--exclude GLOB]...
-  replicafs resync <source> --replica URL... [--checksum] [--dry-run] [--exclude GLOB]...
+  replicafs verify <source> --replica URL... [--checksum] [--json] [--exclude GLOB]... [--config FILE]
+  replicafs resync <source> --replica URL... [--checksum] [--dry-run] [--exclude GLOB]... [--config FILE]
   replicafs status <mountpoint> | --state-dir DIR [--json]
   replicafs wait <mountpoint> | --state-dir DIR [--timeout SECONDS]
   replicafs --help | <command> --help`
@@ -65,6 +67,11 @@ options:
                        !keep.part) of paths that the mount serves but never replicates;
                        the reconcile leaves them alone on both sides. Repeatable.
                        default: none
+  --config FILE        settings from a YAML (or JSON) file: one key per flag, named as the
+                       flag without its dashes (known-hosts: ..., replica: [URL, ...],
+                       exclude: [...]), plus source, mountpoint, and reconcile: false for
+                       --no-reconcile. Flags on the command line win. An unknown key or a
+                       bad value is an error naming the key (exit 2). default: none
   --allow-other        let users other than the one running replicafs use the mount (an
                        FTP server's users); needs root or user_allow_other in
                        /etc/fuse.conf. default: off
@@ -87,6 +94,8 @@ options:
   --checksum           compare every file's content. default: off
   --json               one JSON document on stdout instead of lines
   --exclude GLOB       paths not compared (as mount's --exclude). Repeatable. default: none
+  --config FILE        mount's config file: its source, replica, identity, known-hosts,
+                       timeout, exclude and checksum keys apply. default: none
   --identity FILE      SSH private key. default: ~/.ssh/id_ed25519, then ~/.ssh/id_rsa
   --known-hosts FILE   default: ~/.ssh/known_hosts
   --timeout SECONDS    connect timeout. default: 10
@@ -106,7 +115,7 @@ options:
   --dry-run            print what would be fixed ("would fix: ..."), change nothing
   --checksum           compare every file's content. default: off
   --exclude GLOB       paths neither copied nor removed (as mount's --exclude). Repeatable.
-  --identity FILE, --known-hosts FILE, --timeout SECONDS: as for verify
+  --identity FILE, --known-hosts FILE, --timeout SECONDS, --config FILE: as for verify
   -h, --help           this text
 
 exit codes: 0 done; 1 something could not be fixed (each logged); 2 bad usage; 3 a replica
@@ -173,7 +182,9 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
     process.stdout.write(HELP.mount + '\n')
     return EXIT.ok
   }
-  const [source, mountpoint, extra] = positionals
+  const configFile = (values as Record<string, unknown>).config as string | undefined
+  const file = configFile !== undefined ? await readConfigFile(configFile) : null
+  const [source = file?.source, mountpoint = file?.mountpoint, extra] = positionals
   if (source === undefined || mountpoint === undefined || extra !== undefined) {
     throw new UserError(`mount takes a source and a mountpoint\n${USAGE}`, EXIT.usage)
   }
@@ -183,7 +194,13 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   process.on('uncaughtException', err => log.error('main', 'uncaught exception (the mount stays up)', err))
   process.on('unhandledRejection', err => log.error('main', 'unhandled rejection (the mount stays up)', err))
 
-  const config = mountConfig(source, mountpoint, values as Record<string, unknown>)
+  const { values: merged, fromFile } = merge(file, values as Record<string, unknown>)
+  let config
+  try {
+    config = mountConfig(source, mountpoint, merged)
+  } catch (err) {
+    throw blameFile(err, configFile ?? '', fromFile)
+  }
   const paths = await checkPaths(source, mountpoint, log)
   const replication = await startReplication(config, paths.source, log)
   const replicator = replication?.replicator ?? null

@@ -55,6 +55,7 @@ export const MOUNT_OPTIONS = {
   'no-reconcile': { type: 'boolean' },
   checksum: { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
+  config: { type: 'string' },
 } as const
 
 /** The options of `replicafs verify` and `replicafs resync`. */
@@ -67,6 +68,7 @@ export const TREE_OPTIONS = {
   json: { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
+  config: { type: 'string' },
 } as const
 
 const SIZE = /^(\d+)([KMGT]i?B?|B)?$/i

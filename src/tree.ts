@@ -3,6 +3,7 @@ import { resolve } from 'node:path'
 import { treeConfig } from './config'
 import { EXIT, UserError } from './errors'
 import type { Logger } from './log'
+import { blameFile, merge, readConfigFile } from './configfile'
 import { Excludes } from './replication/exclude'
 import type { Difference } from './replication/reconcile'
 import { connectReplicas, reconcile } from './replication/setup'
@@ -36,8 +37,16 @@ function line (url: string, d: Difference, prefix = ''): Buffer {
  */
 export async function treeCommand (command: 'verify' | 'resync', positionals: string[], v: Record<string, unknown>, log: Logger): Promise<number> {
   if (positionals.length > 1) throw new UserError(`${command} takes one source directory`, EXIT.usage)
-  const source = await sourceDir(positionals[0], command)
-  const c = treeConfig(command, v)
+  const configFile = v.config as string | undefined
+  const file = configFile !== undefined ? await readConfigFile(configFile) : null
+  const source = await sourceDir(positionals[0] ?? file?.source, command)
+  const { values, fromFile } = merge(file, v)
+  let c
+  try {
+    c = treeConfig(command, values)
+  } catch (err) {
+    throw blameFile(err, configFile ?? '', fromFile)
+  }
   const json = command === 'verify' && v.json === true
   const fix = command === 'resync' && v['dry-run'] !== true
   const prefix = command === 'resync' ? (fix ? 'fixed: ' : 'would fix: ') : ''
