@@ -17,6 +17,7 @@ const USAGE = `usage:
                   [--identity FILE] [--known-hosts FILE] [--timeout SECONDS]
                   [--journal-max BYTES] [--state-dir DIR] [--in-place] [--allow-other]
                   [--no-reconcile] [--checksum] [--exclude GLOB]... [--config FILE]
+                  [--metrics HOST:PORT]
   replicafs mount --config FILE
   replicafs unmount <mountpoint>
   replicafs verify <source> --replica URL... [--checksum] [--json] [--exclude GLOB]... [--config FILE]
@@ -72,6 +73,10 @@ options:
                        exclude: [...]), plus source, mountpoint, and reconcile: false for
                        --no-reconcile. Flags on the command line win. An unknown key or a
                        bad value is an error naming the key (exit 2). default: none
+  --metrics HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics: per replica
+                       its lag, queue, changes and bytes applied, errors and state; the
+                       latency of each changing call by op. Needs a --replica.
+                       default: off
   --allow-other        let users other than the one running replicafs use the mount (an
                        FTP server's users); needs root or user_allow_other in
                        /etc/fuse.conf. default: off
@@ -227,6 +232,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
     // Nothing is in flight any more: the next start has nothing to resync.
     else await truncate(intents).catch(() => {})
     await replication?.control?.close()
+    await replication?.metrics?.close()
     await replicator.close()
   }
   return EXIT.ok

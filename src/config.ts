@@ -4,6 +4,7 @@ import type { Mode } from './replication/replicator'
 import { parseReplicaUrl, type ReplicaUrl } from './replica/url'
 import { defaultIdentities, defaultKnownHosts } from './replica/sftp'
 
+
 /** Everything `replicafs mount` runs with. Defaults live here and nowhere else. */
 export interface MountConfig {
   source: string
@@ -32,6 +33,8 @@ export interface MountConfig {
   checksum: boolean
   /** gitignore-style patterns of paths served but never replicated; default none. */
   excludes: string[]
+  /** Where the Prometheus endpoint listens; default none (off). */
+  metrics: { host: string, port: number } | null
 }
 
 export const DEFAULTS = {
@@ -56,6 +59,7 @@ export const MOUNT_OPTIONS = {
   checksum: { type: 'boolean' },
   exclude: { type: 'string', multiple: true },
   config: { type: 'string' },
+  metrics: { type: 'string' },
 } as const
 
 /** The options of `replicafs verify` and `replicafs resync`. */
@@ -116,7 +120,25 @@ export function mountConfig (source: string, mountpoint: string, v: Record<strin
     reconcile: v['no-reconcile'] !== true,
     checksum: v.checksum === true,
     excludes: (v.exclude as string[] | undefined) ?? [],
+    metrics: metrics(v, replicas.length),
   }
+}
+
+/** `--metrics HOST:PORT`: where the Prometheus endpoint listens. */
+export function parseListen (value: string): { host: string, port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(value)
+  const port = Number(m?.[3])
+  if (m === null || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UserError(`--metrics ${value}: expected HOST:PORT, such as 127.0.0.1:9469 or [::1]:9469`, EXIT.usage)
+  }
+  return { host: (m[1] ?? m[2]) as string, port }
+}
+
+function metrics (v: Record<string, unknown>, replicas: number): { host: string, port: number } | null {
+  if (v.metrics === undefined) return null
+  const listen = parseListen(v.metrics as string)
+  if (replicas === 0) throw new UserError('--metrics needs at least one --replica: without replicas no call leaves the C layer to be measured', EXIT.usage)
+  return listen
 }
 
 /** How `verify` and `resync` reach the replicas: at least one --replica. */

@@ -27,6 +27,7 @@ const KEYS: Record<string, Kind> = {
   reconcile: 'boolean',
   checksum: 'boolean',
   exclude: 'list',
+  metrics: 'string',
 }
 
 const FORM: Record<Kind, string> = {

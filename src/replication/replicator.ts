@@ -19,9 +19,10 @@ export interface LinkStatus {
   queuedBytes: number
   /** Age of the oldest change it has yet to apply, seconds (0: none). */
   lagSeconds: number
-  /** Changes and data bytes it applied since the start. */
+  /** Changes and data bytes it applied since the start, and the errors it met. */
   appliedOps: number
   appliedBytes: number
+  errors: number
   lastError: string | null
   /** ISO time of the last error. */
   lastErrorAt: string | null
@@ -68,6 +69,7 @@ class Link {
   backoffMs = 0
   appliedOps = 0
   appliedBytes = 0
+  errors = 0
   lastError: { message: string, at: number } | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
@@ -210,9 +212,10 @@ export class Replicator implements ReplicationHook {
         queued: l.queue.length,
         queuedBytes: l.queuedBytes,
         lagSeconds,
-      appliedOps: l.appliedOps,
-      appliedBytes: l.appliedBytes,
-      lastError: l.lastError?.message ?? null,
+        appliedOps: l.appliedOps,
+        appliedBytes: l.appliedBytes,
+        errors: l.errors,
+        lastError: l.lastError?.message ?? null,
         lastErrorAt: l.lastError !== null ? new Date(l.lastError.at).toISOString() : null,
       }
     })
@@ -347,6 +350,7 @@ export class Replicator implements ReplicationHook {
   /** A change the replica did not apply: retry after a reconnect, or repair the path. */
   async #failed (link: Link, rec: Rec, err: unknown): Promise<void> {
     link.lastError = { message: (err as Error).message, at: Date.now() }
+    link.errors++
     if (err instanceof ReplicaError && err.transient) {
       link.connected = false
       if (link.state === 'in sync') link.state = 'offline'

@@ -8,6 +8,7 @@ import { SftpReplica } from '../replica/sftp'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
+import type { Metrics } from '../metrics'
 import { Journal, type JournalRecord } from './journal'
 import { Excludes, ExcludingHook } from './exclude'
 import type { Mutation, ReplicationHook } from './mutation'
@@ -76,7 +77,7 @@ const RECONCILE_PARALLEL = 4
  * Connects every replica of the config, replays what a killed run left, and reconciles each
  * replica with the source, all before the mount comes up.
  */
-export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<{ replicator: Replicator, control: ControlServer | null, hook: ReplicationHook } | null> {
+export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<{ replicator: Replicator, control: ControlServer | null, metrics: Metrics | null, hook: ReplicationHook } | null> {
   if (c.replicas.length === 0) return null
   const replicas = await connectReplicas(c, log)
 
@@ -104,8 +105,19 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     journal: opened.journal,
     log,
   })
-  // status and wait answer from here on: through the replay and the reconcile too.
+  // status, wait and metrics answer from here on: through the replay and the reconcile too.
   const control = await ControlServer.start(c.stateDir, replicator, c.mode, log)
+  // Loaded only when asked for: prom-client stays out of every other start.
+  const metrics = c.metrics !== null ? new (await import('../metrics')).Metrics(replicator) : null
+  if (metrics !== null && c.metrics !== null) {
+    try {
+      await metrics.listen(c.metrics.host, c.metrics.port, log)
+    } catch (err) {
+      await control?.close()
+      await replicator.close()
+      throw err
+    }
+  }
   replicator.restore(opened.records, opened.cursors)
   await recover(replicator, log)
   if (c.reconcile) {
@@ -119,8 +131,9 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     }
   }
   // Excluded paths stay local: the mount hands changes to the filter first.
-  const hook: ReplicationHook = excludes !== null ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
-  return { replicator, control, hook }
+  let hook: ReplicationHook = excludes !== null ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
+  if (metrics !== null) hook = metrics.timed(hook)
+  return { replicator, control, metrics, hook }
 }
 
 /** How long a start waits for the replicas to replay the journal before it mounts anyway. */
