@@ -8,6 +8,7 @@ import { SftpReplica } from '../replica/sftp'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
+import { countTree, progress } from '../progress'
 import type { Metrics } from '../metrics'
 import { Journal, type JournalRecord } from './journal'
 import { Excludes, ExcludingHook } from './exclude'
@@ -47,26 +48,18 @@ export async function connectReplicas (c: ReplicaConfig, log: Logger): Promise<R
   return replicas
 }
 
-/** How often a long reconcile logs its progress. */
-const PROGRESS_MS = 5000
-
 /**
- * Makes `replica` identical to the source (`fix`), or lists how it differs, logging progress
- * every few seconds. Resolves with the statistics.
+ * Makes `replica` identical to the source (`fix`), or lists how it differs, showing progress
+ * (a bar on a terminal, a log line every few seconds otherwise). Resolves with the statistics.
  */
 export async function reconcile (sourceBytes: string, replica: Replica, o: Omit<ReconcileOptions, 'parallel'>, log: Logger): Promise<ReconcileStats> {
   const r = new Reconciler(sourceBytes, replica, { ...o, parallel: RECONCILE_PARALLEL })
-  const started = Date.now()
-  const verb = o.fix ? 'reconcile' : 'verify'
-  const timer = setInterval(() => {
-    const s = r.stats
-    const secs = (Date.now() - started) / 1000
-    log.info(verb, `${replica.url}: ${s.checked} checked, ${s.differences} differ, ${s.copied} copied (${(s.bytes / 1e6).toFixed(1)} MB, ${(s.bytes / 1e6 / secs).toFixed(1)} MB/s)`)
-  }, PROGRESS_MS)
+  const category = o.fix ? 'reconcile' : 'verify'
+  const stop = progress(category, `${category} ${replica.url}`, () => r.stats, countTree(Buffer.from(sourceBytes, 'latin1')), log)
   try {
     return await r.run()
   } finally {
-    clearInterval(timer)
+    stop()
   }
 }
 

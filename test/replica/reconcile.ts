@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, linkSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, linkSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
@@ -141,6 +141,48 @@ t.test('verify, resync --dry-run, resync: file:// and sftp replicas', async t =>
       t.equal(again.stdout, '', 'a second resync finds nothing to fix')
     })
   }
+})
+
+t.test('an interrupted resync resumes: the next run copies only what is left', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'replicafs-reconcile-'))
+  let sshd: Sshd | undefined
+  t.teardown(async () => {
+    await sshd?.cleanup()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  sshd = await startSshd()
+  const src = join(dir, 'source')
+  const rep = join(dir, 'replica')
+  const FILES = 3000
+  for (let d = 0; d < 30; d++) {
+    mkdirSync(join(src, `d${d}`), { recursive: true })
+    for (let f = 0; f < FILES / 30; f++) file(join(src, `d${d}`, `f${f}`), `file ${d}/${f} `.repeat(200))
+  }
+  mkdirSync(rep)
+  const r = ['--replica', `sftp://root@${sshd.host}:${sshd.port}${rep}`, '--identity', sshd.identity, '--known-hosts', sshd.knownHosts]
+  const count = () => {
+    let n = 0
+    for (let d = 0; d < 30; d++) {
+      try { n += readdirSync(join(rep, `d${d}`)).filter(x => !x.startsWith('.replicafs.')).length } catch {}
+    }
+    return n
+  }
+  // Killed once a tenth of the files are there (bounded: 60 s).
+  const child = spawn(process.execPath, [CLI, 'resync', src, ...r], { stdio: 'ignore' })
+  const exited = new Promise(res => child.once('exit', res))
+  const end = Date.now() + 60_000
+  while (count() < FILES / 10 && Date.now() < end && child.exitCode === null) await new Promise(res => setTimeout(res, 10))
+  child.kill('SIGKILL')
+  await exited
+  const before = count()
+  t.ok(before >= FILES / 10 && before < FILES, `killed half way (${before} of ${FILES} files there)`)
+
+  const again = await cli(['resync', src, ...r])
+  t.equal(again.code, 0, 'the second run exits 0')
+  const copied = Number(/(\d+) files copied/.exec(again.stderr)?.[1])
+  t.ok(copied <= FILES - before + 4, `it copies only what was left (${copied} files; ${FILES - before} missing, up to 4 in flight at the kill)`)
+  t.equal((await cli(['verify', src, ...r])).code, 0, 'verify: equal')
+  t.same(readdirSync(join(rep, 'd0')).filter(x => x.startsWith('.replicafs.')), [], 'the killed run\'s temp files are gone')
 })
 
 t.test('bad usage and an unreachable replica', async t => {
