@@ -67,7 +67,6 @@ export function parseJournal (buf: Buffer): { records: JournalRecord[], validLen
 export class Journal {
   readonly #dir: string
   readonly #fh: FileHandle
-  readonly #log: Logger
   #size: number
   #cursors: Record<string, number>
   /** Appends run one after another, in seq order; each batch is one write. */
@@ -76,12 +75,11 @@ export class Journal {
   #resetWanted = false
   readonly #cursorFds = new Map<string, number>()
 
-  private constructor (dir: string, fh: FileHandle, size: number, cursors: Record<string, number>, log: Logger) {
+  private constructor (dir: string, fh: FileHandle, size: number, cursors: Record<string, number>) {
     this.#dir = dir
     this.#fh = fh
     this.#size = size
     this.#cursors = cursors
-    this.#log = log
   }
 
   /** Opens (or creates) the journal in `dir`, truncating a torn tail. */
@@ -102,7 +100,7 @@ export class Journal {
       const n = Number(seq?.trim())
       if (url && Number.isInteger(n) && n > 0) cursors[url] = n
     }
-    return { journal: new Journal(dir, fh, validLength, cursors, log), records, cursors }
+    return { journal: new Journal(dir, fh, validLength, cursors), records, cursors }
   }
 
   get size (): number {

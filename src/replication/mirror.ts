@@ -1,9 +1,10 @@
-import { lstat, open, readlink } from 'node:fs/promises'
+import { open, readlink } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { E } from '../errors'
 import { fileReaddirBytes } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
+import { SourceTree } from './source'
 import { isTempName } from './temp'
 
 const S_IFMT = 0o170000
@@ -17,28 +18,23 @@ const CHUNK = 256 * 1024
  * Hard links found this way become copies.
  */
 export class Mirror {
-  readonly #root: string
+  readonly #tree: SourceTree
   readonly #r: Replica
   readonly #ex: Excludes | null
 
   /** @param root the source directory, as a byte string (latin1). */
   constructor (root: string, replica: Replica, excludes: Excludes | null = null) {
-    this.#root = root
+    this.#tree = new SourceTree(root)
     this.#r = replica
     this.#ex = excludes
   }
 
   #src (path: string): Buffer {
-    return Buffer.from(path === '/' ? this.#root : this.#root + path, 'latin1')
+    return this.#tree.path(path)
   }
 
-  async #srcStat (path: string): Promise<Stats | null> {
-    try {
-      return await lstat(this.#src(path))
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null
-      throw err
-    }
+  #srcStat (path: string): Promise<Stats | null> {
+    return this.#tree.lstat(path)
   }
 
   async path (path: string): Promise<void> {

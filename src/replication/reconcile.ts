@@ -4,6 +4,7 @@ import { E } from '../errors'
 import { fileReaddirBytes, hashFile } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
+import { SourceTree } from './source'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
@@ -74,7 +75,7 @@ const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0')
  * runs `resync` on a quiet tree); a file copied while it changes is copied again next time.
  */
 export class Reconciler {
-  readonly #root: string
+  readonly #tree: SourceTree
   readonly #r: Replica
   readonly #o: ReconcileOptions
   readonly stats: ReconcileStats = { checked: 0, differences: 0, copied: 0, bytes: 0, errors: [] }
@@ -85,22 +86,17 @@ export class Reconciler {
 
   /** @param root the source directory, as a byte string (latin1). */
   constructor (root: string, replica: Replica, o: ReconcileOptions) {
-    this.#root = root
+    this.#tree = new SourceTree(root)
     this.#r = replica
     this.#o = o
   }
 
   #src (path: string): Buffer {
-    return Buffer.from(path === '/' ? this.#root : this.#root + path, 'latin1')
+    return this.#tree.path(path)
   }
 
-  async #srcStat (path: string): Promise<Stats | null> {
-    try {
-      return await lstat(this.#src(path))
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
-      throw err
-    }
+  #srcStat (path: string): Promise<Stats | null> {
+    return this.#tree.lstat(path)
   }
 
   async run (): Promise<ReconcileStats> {

@@ -39,7 +39,6 @@ const WORKLOADS: Array<{ id: Workload, label: string, unit: string, target: stri
   { id: 'create-unlink', label: '(e) create+unlink', unit: 'pairs/s', target: '>=2x bindfs', check: b => b >= 2 },
   { id: 'parallel-write', label: '(f) 4 parallel writers', unit: 'MB/s', target: '-', check: () => null },
 ]
-const TARGETS: TargetName[] = ['native', 'bindfs', 'replicafs']
 
 interface Sample { rep: number, value: number, ms: number, extra?: Record<string, number>, load1?: number }
 const samples: Record<Workload, Record<TargetName, Sample[]>> = Object.fromEntries(

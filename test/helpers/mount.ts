@@ -106,3 +106,66 @@ export function cleanupDir (dir: string, ...mounts: string[]): void {
   }
   rmSync(dir, { recursive: true, force: true })
 }
+
+export interface CliResult { code: number | null, stdout: string, stderr: string, ms: number }
+
+/** Runs `replicafs <args>` to its end (SIGKILLed after `timeoutMs`): exit code, output, duration. */
+export function runCli (args: string[], timeoutMs = 60_000): Promise<CliResult> {
+  const started = Date.now()
+  return new Promise(res => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s })
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('close', code => {
+      clearTimeout(timer)
+      res({ code, stdout, stderr, ms: Date.now() - started })
+    })
+  })
+}
+
+export interface ReplicaDirs {
+  dir: string
+  source: string
+  mnt: string
+  replica: string
+  state: string
+  /** The daemon started by `start`, if it is running. */
+  daemon: Daemon | null
+  /** `replicafs <args>` until it says "mounted"; stopped at teardown if still running. */
+  start (args: string[]): Promise<Daemon>
+  stop (): Promise<void>
+}
+
+/**
+ * A source, a mountpoint and a replica dir under one temp dir (and a state dir path), with a
+ * teardown that stops the daemon, unmounts what is left and removes the dir.
+ */
+export function replicaDirs (t: { teardown (fn: () => unknown): void }, prefix: string): ReplicaDirs {
+  const dir = mkdtempSync(join(tmpdir(), `replicafs-${prefix}-`))
+  const f: ReplicaDirs = {
+    dir,
+    source: join(dir, 'source'),
+    mnt: join(dir, 'mnt'),
+    replica: join(dir, 'replica'),
+    state: join(dir, 'state'),
+    daemon: null,
+    async start (args) {
+      f.daemon = await startDaemon(args)
+      return f.daemon
+    },
+    async stop () {
+      const d = f.daemon
+      f.daemon = null
+      if (d !== null) await stopDaemon(d)
+    },
+  }
+  for (const d of [f.source, f.mnt, f.replica]) mkdirSync(d)
+  t.teardown(async () => {
+    await f.stop()
+    cleanupDir(dir, f.mnt)
+  })
+  return f
+}

@@ -3,34 +3,12 @@
  * an error naming the key (exit 2). A real mount from a config file alone.
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
-
-function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return new Promise(res => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.once('close', code => {
-      clearTimeout(timer)
-      res({ code, stdout, stderr })
-    })
-  })
-}
+import { replicaDirs, runCli as cli } from '../helpers/mount'
 
 t.test('config errors name the key, exit 2', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-config-'))
-  const src = join(dir, 'source')
-  const mnt = join(dir, 'mnt')
-  mkdirSync(src)
-  mkdirSync(mnt)
-  t.teardown(() => cleanupDir(dir, mnt))
+  const { dir, source: src, mnt } = replicaDirs(t, 'config')
   const cases: Array<[string, string, RegExp]> = [
     ['unknown key', 'replicas: [file:///x]\n', /unknown key 'replicas'; the keys are .*replica/],
     ['bad value', 'mode: fast\n', /key 'mode': fast: expected sync or async/],
@@ -53,16 +31,7 @@ t.test('config errors name the key, exit 2', async t => {
 })
 
 t.test('a mount from a config file alone; flags win over the file', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-config-'))
-  const src = join(dir, 'source')
-  const mnt = join(dir, 'mnt')
-  const rep = join(dir, 'replica')
-  for (const d of [src, mnt, rep]) mkdirSync(d)
-  let daemon: Daemon | undefined
-  t.teardown(async () => {
-    if (daemon) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-  })
+  const { dir, source: src, mnt, replica: rep, start, stop } = replicaDirs(t, 'config')
   const yaml = join(dir, 'replicafs.yaml')
   writeFileSync(yaml, [
     '# the whole mount, for a systemd unit',
@@ -77,15 +46,14 @@ t.test('a mount from a config file alone; flags win over the file', async t => {
     'exclude: ["*.part"]',
     '',
   ].join('\n'))
-  daemon = await startDaemon(['mount', '--config', yaml, '--mode', 'sync'])
+  await start(['mount', '--config', yaml, '--mode', 'sync'])
   const status = JSON.parse((await cli(['status', '--state-dir', join(dir, 'state'), '--json'])).stdout) as { mode: string }
   t.equal(status.mode, 'sync', '--mode on the command line wins over the file')
   writeFileSync(join(mnt, 'page.html'), 'from the config')
   writeFileSync(join(mnt, 'upload.part'), 'excluded by the file')
   t.equal(readFileSync(join(rep, 'page.html'), 'utf8'), 'from the config', 'the replica from the file gets changes (sync: at once)')
   t.notOk(existsSync(join(rep, 'upload.part')), "the file's exclude applies")
-  await stopDaemon(daemon)
-  daemon = undefined
+  await stop()
 
   const json = join(dir, 'verify.json')
   writeFileSync(json, JSON.stringify({ source: src, replica: [`file://${rep}`], exclude: ['*.part'] }))

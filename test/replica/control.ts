@@ -3,28 +3,11 @@
  * told the truth while the replica is frozen (SIGSTOP) and after it resumes.
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { cleanupDir, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
-
-function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string, ms: number }> {
-  const started = Date.now()
-  return new Promise(res => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.once('close', code => {
-      clearTimeout(timer)
-      res({ code, stdout, stderr, ms: Date.now() - started })
-    })
-  })
-}
 
 interface Status { mode: string, replicas: Array<{ url: string, state: string, queued: number, lagSeconds: number, appliedOps: number }> }
 

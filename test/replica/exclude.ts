@@ -4,25 +4,10 @@
  * same patterns. Unit checks of the matcher, then a real mount with a file:// replica.
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Excludes } from '../../src/replication/exclude'
-import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
-
-function cli (args: string[]): Promise<{ code: number | null, stdout: string }> {
-  return new Promise(res => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'ignore'] })
-    let stdout = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.once('close', code => {
-      clearTimeout(timer)
-      res({ code, stdout })
-    })
-  })
-}
+import { replicaDirs, runCli as cli } from '../helpers/mount'
 
 t.test('gitignore-style matching', async t => {
   const ex = new Excludes(['*.part', '/.ftpquota', 'cache/', '!keep.part'])
@@ -40,20 +25,11 @@ t.test('gitignore-style matching', async t => {
 })
 
 t.test('excluded paths never reach the replica; verify and resync honour them', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-exclude-'))
-  const src = join(dir, 'source')
-  const mnt = join(dir, 'mnt')
-  const rep = join(dir, 'replica')
-  for (const d of [src, mnt, rep]) mkdirSync(d)
-  let daemon: Daemon | undefined
-  t.teardown(async () => {
-    if (daemon) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-  })
+  const { source: src, mnt, replica: rep, state, start, stop } = replicaDirs(t, 'exclude')
   const ex = ['--exclude', '*.part', '--exclude', 'cache/']
   // Already on the replica, and excluded: left alone by the reconcile.
   writeFileSync(join(rep, 'theirs.part'), 'the replica keeps this')
-  daemon = await startDaemon(['mount', src, mnt, '--replica', `file://${rep}`, '--state-dir', join(dir, 'state'), ...ex])
+  await start(['mount', src, mnt, '--replica', `file://${rep}`, '--state-dir', state, ...ex])
 
   writeFileSync(join(mnt, 'upload.part'), 'half an upload')
   mkdirSync(join(mnt, 'cache'))
@@ -71,8 +47,7 @@ t.test('excluded paths never reach the replica; verify and resync honour them', 
   t.notOk(existsSync(join(rep, 'cache')), 'and the excluded dir is still not there')
   t.equal(readFileSync(join(rep, 'theirs.part'), 'utf8'), 'the replica keeps this', 'an excluded file already on the replica is left alone')
 
-  await stopDaemon(daemon)
-  daemon = undefined
+  await stop()
   t.equal((await cli(['verify', src, '--replica', `file://${rep}`, ...ex])).code, 0, 'verify with the same excludes: equal')
   const all = await cli(['verify', src, '--replica', `file://${rep}`])
   t.equal(all.code, 1, 'verify without them: differs')

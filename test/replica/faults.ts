@@ -5,14 +5,14 @@
  * restarted in the middle of a churn (test/replica/churn.js).
  */
 import t from 'tap'
-import { execFile, execFileSync, spawn } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { appendFile, mkdir, open, rename, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { CLI, cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { cleanupDir, isMounted, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { hashedKnownHostsLine, knownHostsHost, startSshd, type Sshd } from '../helpers/sshd'
 
 const run = promisify(execFile)
@@ -50,23 +50,6 @@ function teardown (t: tap.Test, parts: { sshd?: () => Sshd | undefined, daemon?:
     }
     await s?.cleanup()
     cleanupDir(parts.d.dir, parts.d.mnt)
-  })
-}
-
-/** Runs the CLI to its end (bounded): exit code, output, duration. */
-function cli (args: string[], timeoutMs = 30_000): Promise<{ code: number | null, stdout: string, stderr: string, ms: number }> {
-  const started = Date.now()
-  return new Promise(res => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.once('close', code => {
-      clearTimeout(timer)
-      res({ code, stdout, stderr, ms: Date.now() - started })
-    })
   })
 }
 

@@ -1,24 +1,10 @@
 /** --metrics: a real mount's Prometheus endpoint scrapes, and its usage errors. */
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
-
-function cli (args: string[]): Promise<{ code: number | null, stderr: string }> {
-  return new Promise(res => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.once('close', code => {
-      clearTimeout(timer)
-      res({ code, stderr })
-    })
-  })
-}
+import { cleanupDir, replicaDirs, runCli as cli } from '../helpers/mount'
 
 /** A port free now; the daemon binds it next (a race no other test runs into: ports are random). */
 function freePort (): Promise<number> {
@@ -33,18 +19,9 @@ function freePort (): Promise<number> {
 }
 
 t.test('the endpoint scrapes: replica gauges and counters, call latency by op', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-metrics-'))
-  const src = join(dir, 'source')
-  const mnt = join(dir, 'mnt')
-  const rep = join(dir, 'replica')
-  for (const d of [src, mnt, rep]) mkdirSync(d)
-  let daemon: Daemon | undefined
-  t.teardown(async () => {
-    if (daemon) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-  })
+  const { source: src, mnt, replica: rep, state, start } = replicaDirs(t, 'metrics')
   const port = await freePort()
-  daemon = await startDaemon(['mount', src, mnt, '--replica', `file://${rep}`, '--state-dir', join(dir, 'state'), '--metrics', `127.0.0.1:${port}`])
+  await start(['mount', src, mnt, '--replica', `file://${rep}`, '--state-dir', state, '--metrics', `127.0.0.1:${port}`])
   for (let i = 0; i < 3; i++) writeFileSync(join(mnt, `f${i}.txt`), 'x'.repeat(1000))
   const res = await fetch(`http://127.0.0.1:${port}/metrics`)
   t.equal(res.status, 200, 'GET /metrics: 200')

@@ -8,25 +8,10 @@ import { spawn } from 'node:child_process'
 import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, linkSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI, cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { CLI, cleanupDir, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 
 const T0 = 1_700_000_000
-
-function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return new Promise(res => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-    child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.once('close', code => {
-      clearTimeout(timer)
-      res({ code, stdout, stderr })
-    })
-  })
-}
 
 /** A file with content and mtime, the same on both sides unless told otherwise. */
 function file (p: string, content: string, mtime = T0): void {
@@ -92,7 +77,8 @@ function kinds (stdout: string): string[] {
   }).sort()
 }
 
-t.test('verify, resync --dry-run, resync: file:// and sftp replicas', async t => {
+/** A temp dir and a harness sshd, both gone at teardown. */
+async function dirAndSshd (t: { teardown (fn: () => unknown): void }): Promise<{ dir: string, sshd: Sshd }> {
   const dir = mkdtempSync(join(tmpdir(), 'replicafs-reconcile-'))
   let sshd: Sshd | undefined
   t.teardown(async () => {
@@ -100,7 +86,11 @@ t.test('verify, resync --dry-run, resync: file:// and sftp replicas', async t =>
     rmSync(dir, { recursive: true, force: true })
   })
   sshd = await startSshd()
-  const s = sshd
+  return { dir, sshd }
+}
+
+t.test('verify, resync --dry-run, resync: file:// and sftp replicas', async t => {
+  const { dir, sshd: s } = await dirAndSshd(t)
   const kinds_: Array<[string, (rep: string) => string[]]> = [
     ['file', rep => ['--replica', `file://${rep}`]],
     ['sftp', rep => ['--replica', `sftp://root@${s.host}:${s.port}${rep}`, '--identity', s.identity, '--known-hosts', s.knownHosts]],
@@ -144,13 +134,7 @@ t.test('verify, resync --dry-run, resync: file:// and sftp replicas', async t =>
 })
 
 t.test('an interrupted resync resumes: the next run copies only what is left', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-reconcile-'))
-  let sshd: Sshd | undefined
-  t.teardown(async () => {
-    await sshd?.cleanup()
-    rmSync(dir, { recursive: true, force: true })
-  })
-  sshd = await startSshd()
+  const { dir, sshd } = await dirAndSshd(t)
   const src = join(dir, 'source')
   const rep = join(dir, 'replica')
   const FILES = 3000

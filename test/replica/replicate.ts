@@ -12,7 +12,7 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
-  appendFileSync, chmodSync, chownSync, closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync,
+  appendFileSync, chmodSync, chownSync, closeSync, existsSync, fdatasyncSync, fsyncSync, ftruncateSync,
   linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync,
   rmdirSync, statSync, symlinkSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync,
 } from 'node:fs'
@@ -89,7 +89,6 @@ function temps (dir: string): string[] {
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
-const sleep = (ms: number) => new Promise(res => setTimeout(res, ms))
 
 interface Snapshot { entries: Record<string, Record<string, unknown>>, linkGroups: string[] }
 
