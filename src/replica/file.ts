@@ -138,6 +138,34 @@ export class FileReplica implements Replica {
     return this.#do(`readdir ${path}`, () => fileReaddirBytes(this.#p(path)))
   }
 
+  list (path: string): Promise<Array<{ name: string, stat: RemoteStat }>> {
+    return this.#do(`readdir ${path}`, async () => {
+      const dir = this.#p(path)
+      const names = await fileReaddirBytes(dir)
+      const out = await Promise.all(names.map(async name => {
+        try {
+          const st = await fs.lstat(Buffer.concat([dir, Buffer.from('/'), Buffer.from(name, 'latin1')]))
+          return { name, stat: { mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, atime: Math.floor(st.atimeMs / 1000), mtime: Math.floor(st.mtimeMs / 1000) } }
+        } catch {
+          return null
+        }
+      }))
+      return out.filter(e => e !== null)
+    })
+  }
+
+  fsetattrs (h: RemoteHandle, a: { mode: number, uid: number, gid: number, atime: number, mtime: number }): Promise<void> {
+    return this.#do(`setattrs ${h.path}`, async () => {
+      const fh = (h as FileRemoteHandle).fh
+      await fh.chown(a.uid, a.gid).catch(err => {
+        if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err
+      })
+      // After chown, which clears setuid/setgid bits.
+      await fh.chmod(a.mode & 0o7777)
+      await fh.utimes(a.atime, a.mtime)
+    })
+  }
+
   readlink (path: string): Promise<string> {
     return this.#do(`readlink ${path}`, async () => (await fs.readlink(this.#p(path), { encoding: 'buffer' })).toString('latin1'))
   }

@@ -375,6 +375,33 @@ export class SftpReplica implements Replica {
     return list.map(e => Buffer.from(e.filename, 'utf8').toString('latin1')).filter(n => n !== '.' && n !== '..')
   }
 
+  async list (path: string): Promise<Array<{ name: string, stat: RemoteStat }>> {
+    const p = this.#p(path)
+    // sftp-server's READDIR carries each entry's lstat: no round trip per entry.
+    const list = await this.#req<Array<{ filename: string, attrs: RemoteStat }>>(`readdir ${path}`, (s, cb) => s.readdir(p, cb as never))
+    return list.filter(e => e.filename !== '.' && e.filename !== '..').map(e => ({
+      name: Buffer.from(e.filename, 'utf8').toString('latin1'),
+      stat: { mode: e.attrs.mode, uid: e.attrs.uid, gid: e.attrs.gid, size: e.attrs.size, atime: e.attrs.atime, mtime: e.attrs.mtime },
+    }))
+  }
+
+  async fsetattrs (h: RemoteHandle, a: { mode: number, uid: number, gid: number, atime: number, mtime: number }): Promise<void> {
+    const handle = (h as SftpHandle).handle
+    const attrs = { mode: a.mode & 0o7777, uid: a.uid, gid: a.gid, atime: a.atime, mtime: a.mtime }
+    if (!this.#warned.has('chown')) {
+      try {
+        await this.#req(`setattrs ${h.path}`, (s, cb) => s.fsetstat(handle, attrs, cb))
+        // sftp-server chowns after its chmod, and a chown clears setuid/setgid: set them again.
+        if ((attrs.mode & 0o6000) !== 0) await this.#req(`chmod ${h.path}`, (s, cb) => s.fsetstat(handle, { mode: attrs.mode }, cb))
+        return
+      } catch (err) {
+        if (!(err instanceof ReplicaError && (err.errno === E.EPERM || err.errno === E.EACCES))) throw err
+        this.#warnOnce('chown', `this account may not chown (${h.path}): owners are not replicated`)
+      }
+    }
+    await this.#req(`setattrs ${h.path}`, (s, cb) => s.fsetstat(handle, { mode: attrs.mode, atime: a.atime, mtime: a.mtime }, cb))
+  }
+
   readlink (path: string): Promise<string> {
     const p = this.#p(path)
     return this.#req<string>(`readlink ${path}`, (s, cb) => s.readlink(p, cb as never)).then(t => Buffer.from(t, 'utf8').toString('latin1'))

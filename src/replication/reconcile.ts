@@ -9,7 +9,7 @@ import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
 const CHUNK = 256 * 1024
-/** Stats asked of a replica at once, per directory: pipelined on its one channel. */
+/** Source entries stat'ed at once, per directory. */
 const STAT_BATCH = 64
 /** Writes of one file's copy in flight at once. */
 const WRITES_AHEAD = 8
@@ -120,20 +120,20 @@ export class Reconciler {
   async #dir (path: string, src: Stats, rem: RemoteStat): Promise<void> {
     await this.#attrs(path, src, rem)
     let names: string[]
-    let theirs: string[]
+    const theirs = new Map<string, RemoteStat>()
     try {
       names = await fileReaddirBytes(this.#src(path))
-      theirs = await this.#r.readdir(path)
+      for (const e of await this.#r.list(path)) theirs.set(e.name, e.stat)
     } catch (err) {
       this.#failed(path, err)
       return
     }
-    const all = [...new Set([...names, ...theirs])].sort()
+    const all = [...new Set([...names, ...theirs.keys()])].sort()
     for (let i = 0; i < all.length; i += STAT_BATCH) {
       const batch = all.slice(i, i + STAT_BATCH)
       const pairs = await Promise.all(batch.map(async name => {
         const p = join(path, name)
-        return [p, await this.#srcStat(p), await this.#r.lstat(p)] as const
+        return [p, await this.#srcStat(p), theirs.get(name) ?? null] as const
       }))
       const ex = this.#o.excludes
       for (const [p, s, r] of pairs) {
@@ -318,6 +318,8 @@ export class Reconciler {
           this.stats.bytes += bytesRead
         }
         await Promise.all(inFlight)
+        // Mode, owner and times in one request, before the close (nothing writes after).
+        await this.#r.fsetattrs(h, { mode: src.mode, uid: src.uid, gid: src.gid, atime: Math.floor(src.atimeMs / 1000), mtime: Math.floor(src.mtimeMs / 1000) })
       } finally {
         await Promise.allSettled(inFlight)
         await this.#r.closeHandle(h)
@@ -325,9 +327,6 @@ export class Reconciler {
     } finally {
       await fh.close()
     }
-    await this.#r.chmod(temp, src.mode & 0o7777)
-    await this.#r.chown(temp, src.uid, src.gid)
-    await this.#r.utimes(temp, Math.floor(src.atimeMs / 1000), Math.floor(src.mtimeMs / 1000))
     await this.#r.rename(temp, path)
     this.stats.copied++
   }

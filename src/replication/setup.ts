@@ -64,7 +64,7 @@ export async function reconcile (sourceBytes: string, replica: Replica, o: Omit<
 }
 
 /** Files copied at once by a reconcile, per replica. */
-const RECONCILE_PARALLEL = 4
+const RECONCILE_PARALLEL = 16
 
 /**
  * Connects every replica of the config, replays what a killed run left, and reconciles each

@@ -57,13 +57,16 @@ function divergent (src: string, rep: string): string[] {
   file(join(src, 'owner.txt'), 'owner')
   file(join(rep, 'owner.txt'), 'owner')
   chownSync(join(rep, 'owner.txt'), 65534, 65534)
+  // setuid survives the copy (a chown clears it; it is set again after).
+  file(join(src, 'suid.sh'), '#!/bin/sh\n')
+  chmodSync(join(src, 'suid.sh'), 0o4755)
   // A hard link group on the source.
   file(join(src, 'hard-a'), 'one inode, two names')
   linkSync(join(src, 'hard-a'), join(src, 'hard-b'))
   return [
     'missing /missing.txt', 'extra /extra-dir', 'extra /extra.txt', 'type /file-not-dir', 'type /dir-not-link',
     'size /size.txt', 'content /content.txt', 'mode /mode.txt', 'mtime /mtime.txt', 'link target /link',
-    'owner /owner.txt', 'missing /hard-a', 'missing /hard-b',
+    'owner /owner.txt', 'missing /hard-a', 'missing /hard-b', 'missing /suid.sh',
     // What a dir of the wrong type should hold is missing too.
     'missing /dir-not-link/f',
   ].sort()
