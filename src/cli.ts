@@ -210,7 +210,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   const replication = await startReplication(config, paths.source, log)
   const replicator = replication?.replicator ?? null
   const intents = replicator !== null ? intentsPath(config.stateDir) : ''
-  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replication?.hook ?? localOnly, intents, log })
+  const m = await mount({ ...paths, allowOther: config.allowOther, hook: faultInjection() ?? replication?.hook ?? localOnly, intents, opTimes: replication?.metrics?.opTimes ?? null, log })
   process.stdout.write(`mounted ${mountpoint}\n`)
 
   let stopping = false

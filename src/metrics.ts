@@ -7,6 +7,15 @@ import type { LinkState, Replicator } from './replication/replicator'
 
 const STATES: LinkState[] = ['reconciling', 'in sync', 'catching up', 'degraded', 'offline', 'failed']
 
+/** The ops local.c times, in its row order (native-deps/src/local.h, enum RFS_OP_*). */
+const OPS = ['getattr', 'fgetattr', 'access', 'readlink', 'read', 'statfs', 'readdir', 'opendir',
+  'releasedir', 'fsyncdir', 'getxattr', 'listxattr', 'open', 'create', 'write', 'flush', 'release',
+  'fsync', 'truncate', 'ftruncate', 'mkdir', 'mknod', 'symlink', 'link', 'rename', 'unlink', 'rmdir',
+  'chmod', 'chown', 'utimens', 'setxattr', 'removexattr'] as const
+/** local.c's bucket bounds, seconds (its bucket_ns), and a row's words: buckets, +Inf, count, sum (ns). */
+const BOUNDS = [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]
+const ROW = BOUNDS.length + 3
+
 /**
  * The Prometheus endpoint (prom-client's registry and text format): per replica its lag,
  * queue, changes and bytes applied, errors and state, read from the replicator at each
@@ -15,6 +24,8 @@ const STATES: LinkState[] = ['reconciling', 'in sync', 'catching up', 'degraded'
  */
 export class Metrics {
   readonly registry = new Registry()
+  /** The counters local.c adds each call's latency to (passed to the mount). */
+  readonly opTimes = Buffer.alloc(OPS.length * ROW * 8)
   readonly #calls: Histogram<'op'>
   #server: http.Server | null = null
 
@@ -49,6 +60,33 @@ export class Metrics {
         for (const s of status()) for (const st of STATES) this.set({ replica: s.url, state: st }, s.state === st ? 1 : 0)
       },
     })
+    // Every call of the mount, reads included, timed in C on libfuse's threads: a histogram
+    // read from local.c's counters at each scrape (prom-client's Histogram only observes).
+    const counters = new BigUint64Array(this.opTimes.buffer, this.opTimes.byteOffset, OPS.length * ROW)
+    const name = 'replicafs_op_duration_seconds'
+    const help = 'Time the daemon took to answer each call of the mount, by op (sync mode: the quorum\'s wait included).'
+    r.registerMetric({
+      name,
+      help,
+      type: 'histogram',
+      get: async () => {
+        const values: Array<{ metricName: string, labels: Record<string, string | number>, value: number }> = []
+        OPS.forEach((op, i) => {
+          const row = i * ROW
+          const count = Number(counters[row + BOUNDS.length + 1])
+          if (count === 0) return
+          let cumulative = 0
+          BOUNDS.forEach((le, b) => {
+            cumulative += Number(counters[row + b])
+            values.push({ metricName: `${name}_bucket`, labels: { le, op }, value: cumulative })
+          })
+          values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', op }, value: count })
+          values.push({ metricName: `${name}_sum`, labels: { op }, value: Number(counters[row + BOUNDS.length + 2]) / 1e9 })
+          values.push({ metricName: `${name}_count`, labels: { op }, value: count })
+        })
+        return { name, help, type: 'histogram', values, aggregator: 'sum' }
+      },
+    } as never)
     this.#calls = new Histogram({
       name: 'replicafs_call_duration_seconds',
       help: 'Time from a changing call reaching replication to its answer (sync: the quorum\'s wait), by op.',

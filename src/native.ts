@@ -10,7 +10,7 @@ export interface NativeBinding {
   sizeof_fuse_thread_t: number
   fuse_native_mount (mnt: string, opts: string, thread: Buffer, ctx: object,
     malloc: (size: number) => Buffer, handlers: Function[], implemented: Uint32Array,
-    onExit: () => void, root: string, replicate: boolean, intents: string): void
+    onExit: () => void, root: string, replicate: boolean, intents: string, opTimes: Buffer | null): void
   fuse_native_unmount (mnt: string, thread: Buffer): void
   [name: string]: any
 }

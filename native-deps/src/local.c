@@ -31,6 +31,7 @@
 #include <linux/limits.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 static int root_fd = -1;
@@ -85,7 +86,32 @@ static void intent_end (const char *a) {
     return res_; \
   } while (0)
 
-int rfs_local_init (const char *root, int replicate, const char *intents) {
+// Latency of every call, per op (--metrics): counters in a buffer JS owns and reads at each
+// scrape, added to with atomics by libfuse's threads. Layout: RFS_OPS rows of RFS_HIST_ROW
+// words: RFS_BUCKETS counts (calls up to each bound, not cumulative), one for longer calls,
+// the count, and the sum in nanoseconds. NULL: not timed (no clock read on the hot path).
+static uint64_t *hist = NULL;
+static const uint64_t bucket_ns[RFS_BUCKETS] = {
+  10000, 50000, 100000, 500000, 1000000, 5000000, 10000000, 50000000, 100000000, 500000000, 1000000000, 5000000000
+};
+
+static inline uint64_t now_ns (void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t) t.tv_sec * 1000000000u + (uint64_t) t.tv_nsec;
+}
+
+static void record (int op, uint64_t ns) {
+  uint64_t *row = hist + op * RFS_HIST_ROW;
+  int b = 0;
+  while (b < RFS_BUCKETS && ns > bucket_ns[b]) b++;
+  __atomic_fetch_add(&row[b], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&row[RFS_BUCKETS + 1], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&row[RFS_BUCKETS + 2], ns, __ATOMIC_RELAXED);
+}
+
+int rfs_local_init (const char *root, int replicate, const char *intents, uint64_t *op_times, size_t op_times_words) {
+  hist = op_times_words == RFS_OPS * RFS_HIST_ROW ? op_times : NULL;
   daemon_uid = geteuid();
   daemon_gid = getegid();
   replicating = replicate;
@@ -542,6 +568,60 @@ static int ap_utimens (const char *path, const struct timespec tv[2]) {
   WITH_INTENT(path, NULL, ap_utimens_(path, tv));
 }
 
+// One timed wrapper per op: the call libfuse's thread makes, between two clock reads.
+#define TIMED(op, name, params, args) \
+  static int (*orig_##name) params; \
+  static int timed_##name params { \
+    uint64_t t0 = now_ns(); \
+    int r = orig_##name args; \
+    record(op, now_ns() - t0); \
+    return r; \
+  }
+
+TIMED(RFS_OP_GETATTR, getattr, (const char *a, struct stat *b), (a, b))
+TIMED(RFS_OP_FGETATTR, fgetattr, (const char *a, struct stat *b, struct fuse_file_info *c), (a, b, c))
+TIMED(RFS_OP_ACCESS, access, (const char *a, int b), (a, b))
+TIMED(RFS_OP_READLINK, readlink, (const char *a, char *b, size_t c), (a, b, c))
+TIMED(RFS_OP_READ, read, (const char *a, char *b, size_t c, off_t d, struct fuse_file_info *e), (a, b, c, d, e))
+TIMED(RFS_OP_STATFS, statfs, (const char *a, struct statvfs *b), (a, b))
+TIMED(RFS_OP_READDIR, readdir, (const char *a, void *b, fuse_fill_dir_t c, off_t d, struct fuse_file_info *e), (a, b, c, d, e))
+TIMED(RFS_OP_OPENDIR, opendir, (const char *a, struct fuse_file_info *b), (a, b))
+TIMED(RFS_OP_RELEASEDIR, releasedir, (const char *a, struct fuse_file_info *b), (a, b))
+TIMED(RFS_OP_FSYNCDIR, fsyncdir, (const char *a, int b, struct fuse_file_info *c), (a, b, c))
+TIMED(RFS_OP_GETXATTR, getxattr, (const char *a, const char *b, char *c, size_t d), (a, b, c, d))
+TIMED(RFS_OP_LISTXATTR, listxattr, (const char *a, char *b, size_t c), (a, b, c))
+TIMED(RFS_OP_OPEN, open, (const char *a, struct fuse_file_info *b), (a, b))
+TIMED(RFS_OP_CREATE, create, (const char *a, mode_t b, struct fuse_file_info *c), (a, b, c))
+TIMED(RFS_OP_WRITE, write, (const char *a, const char *b, size_t c, off_t d, struct fuse_file_info *e), (a, b, c, d, e))
+TIMED(RFS_OP_FLUSH, flush, (const char *a, struct fuse_file_info *b), (a, b))
+TIMED(RFS_OP_RELEASE, release, (const char *a, struct fuse_file_info *b), (a, b))
+TIMED(RFS_OP_FSYNC, fsync, (const char *a, int b, struct fuse_file_info *c), (a, b, c))
+TIMED(RFS_OP_TRUNCATE, truncate, (const char *a, off_t b), (a, b))
+TIMED(RFS_OP_FTRUNCATE, ftruncate, (const char *a, off_t b, struct fuse_file_info *c), (a, b, c))
+TIMED(RFS_OP_MKDIR, mkdir, (const char *a, mode_t b), (a, b))
+TIMED(RFS_OP_MKNOD, mknod, (const char *a, mode_t b, dev_t c), (a, b, c))
+TIMED(RFS_OP_SYMLINK, symlink, (const char *a, const char *b), (a, b))
+TIMED(RFS_OP_LINK, link, (const char *a, const char *b), (a, b))
+TIMED(RFS_OP_RENAME, rename, (const char *a, const char *b), (a, b))
+TIMED(RFS_OP_UNLINK, unlink, (const char *a), (a))
+TIMED(RFS_OP_RMDIR, rmdir, (const char *a), (a))
+TIMED(RFS_OP_CHMOD, chmod, (const char *a, mode_t b), (a, b))
+TIMED(RFS_OP_CHOWN, chown, (const char *a, uid_t b, gid_t c), (a, b, c))
+TIMED(RFS_OP_UTIMENS, utimens, (const char *a, const struct timespec b[2]), (a, b))
+TIMED(RFS_OP_SETXATTR, setxattr, (const char *a, const char *b, const char *c, size_t d, int e), (a, b, c, d, e))
+TIMED(RFS_OP_REMOVEXATTR, removexattr, (const char *a, const char *b), (a, b))
+
+static void time_ops (struct fuse_operations *ops) {
+#define WRAP(name) orig_##name = ops->name; ops->name = timed_##name;
+  WRAP(getattr) WRAP(fgetattr) WRAP(access) WRAP(readlink) WRAP(read) WRAP(statfs)
+  WRAP(readdir) WRAP(opendir) WRAP(releasedir) WRAP(fsyncdir) WRAP(getxattr) WRAP(listxattr)
+  WRAP(open) WRAP(create) WRAP(write) WRAP(flush) WRAP(release) WRAP(fsync)
+  WRAP(truncate) WRAP(ftruncate) WRAP(mkdir) WRAP(mknod) WRAP(symlink) WRAP(link)
+  WRAP(rename) WRAP(unlink) WRAP(rmdir) WRAP(chmod) WRAP(chown) WRAP(utimens)
+  WRAP(setxattr) WRAP(removexattr)
+#undef WRAP
+}
+
 void rfs_local_ops (struct fuse_operations *ops) {
   js = *ops;
   ops->open = ap_open;
@@ -576,4 +656,5 @@ void rfs_local_ops (struct fuse_operations *ops) {
   ops->fsyncdir = pt_fsyncdir;
   ops->getxattr = pt_getxattr;
   ops->listxattr = pt_listxattr;
+  if (hist != NULL) time_ops(ops);
 }

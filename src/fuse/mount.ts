@@ -45,6 +45,8 @@ export interface MountOptions {
   hook: ReplicationHook
   /** File for local.c to log each change's paths to before applying it; '' for none. */
   intents: string
+  /** Per-op latency counters local.c adds to (--metrics; see src/metrics.ts), or null. */
+  opTimes?: Buffer | null
   log: Logger
 }
 
@@ -160,13 +162,13 @@ export async function mount (o: MountOptions): Promise<Mounted> {
   // Thread-locals of each FUSE worker thread: kept referenced for the life of the mount.
   const locals: Buffer[] = []
   const ctx = {}
-  pinned.push(thread, locals, ctx, handlers, implemented)
+  pinned.push(thread, locals, ctx, handlers, implemented, o.opTimes ?? null)
   try {
     b.fuse_native_mount(mountpoint, mountOptions(o.allowOther), thread, ctx, (size: number) => {
       const buf = Buffer.alloc(size)
       locals.push(buf)
       return buf
-    }, handlers, implemented, () => onEnded(), rootBytes, replicate, Buffer.from(o.intents, 'utf8').toString('latin1'))
+    }, handlers, implemented, () => onEnded(), rootBytes, replicate, Buffer.from(o.intents, 'utf8').toString('latin1'), o.opTimes ?? null)
   } catch (err) {
     const why = (err as Error).message === 'fuse failed' ? "libfuse's reason is above" : (err as Error).message
     throw new UserError(`cannot mount ${mountpoint} (${why})`, EXIT.unreachable)

@@ -1,6 +1,6 @@
 /** --metrics: a real mount's Prometheus endpoint scrapes, and its usage errors. */
 import t from 'tap'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -23,6 +23,9 @@ t.test('the endpoint scrapes: replica gauges and counters, call latency by op', 
   const port = await freePort()
   await start(['mount', src, mnt, '--replica', `file://${rep}`, '--state-dir', state, '--metrics', `127.0.0.1:${port}`])
   for (let i = 0; i < 3; i++) writeFileSync(join(mnt, `f${i}.txt`), 'x'.repeat(1000))
+  // Reads never leave the C layer: they are timed there.
+  for (let i = 0; i < 3; i++) readFileSync(join(mnt, `f${i}.txt`))
+  statSync(join(mnt, 'f0.txt'))
   const res = await fetch(`http://127.0.0.1:${port}/metrics`)
   t.equal(res.status, 200, 'GET /metrics: 200')
   t.match(res.headers.get('content-type') ?? '', /^text\/plain/, 'Prometheus text format')
@@ -40,6 +43,12 @@ t.test('the endpoint scrapes: replica gauges and counters, call latency by op', 
   t.equal(value('replicafs_replica_state', `replica="${url}",state="degraded"`), 0, 'not degraded')
   t.equal(value('replicafs_call_duration_seconds_count', 'op="write"'), 3, 'three writes timed')
   t.match(text, /replicafs_call_duration_seconds_bucket\{le="0\.001",op="create"\} \d+/, 'latency buckets by op')
+  t.match(text, /# TYPE replicafs_op_duration_seconds histogram/, 'every call of the mount, timed in C: a histogram')
+  t.ok(value('replicafs_op_duration_seconds_count', 'op="read"') >= 3, `reads are timed (${value('replicafs_op_duration_seconds_count', 'op="read"')})`)
+  t.ok(value('replicafs_op_duration_seconds_count', 'op="getattr"') >= 1, 'getattr too')
+  t.equal(value('replicafs_op_duration_seconds_count', 'op="write"'), 3, 'and the writes, once each')
+  t.equal(value('replicafs_op_duration_seconds_bucket', 'le="+Inf",op="write"'), 3, '+Inf bucket = count')
+  t.ok(value('replicafs_op_duration_seconds_sum', 'op="write"') > 0, 'a sum in seconds')
   t.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 404, 'anything else: 404')
 })
 
