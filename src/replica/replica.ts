@@ -14,7 +14,11 @@ export interface Replica {
   connect (): Promise<void>
   close (): Promise<void>
 
-  openWrite (path: string, create: boolean, truncate: boolean, mode: number): Promise<RemoteHandle>
+  /**
+   * `lane`: which of the replica's channels the handle (and every call on it) uses, modulo
+   * how many it has; calls by path use lane 0. Bulk copies spread over lanes.
+   */
+  openWrite (path: string, create: boolean, truncate: boolean, mode: number, lane?: number): Promise<RemoteHandle>
   write (h: RemoteHandle, offset: number, data: Buffer): Promise<void>
   closeHandle (h: RemoteHandle): Promise<void>
   fsync (h: RemoteHandle): Promise<void>

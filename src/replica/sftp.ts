@@ -42,6 +42,9 @@ const EXTENSIONS: Array<[string, string]> = [
   ['lsetstat@openssh.com', 'owner and times of symlinks are not replicated'],
 ]
 
+/** SFTP channels per connection: the first for everything in order, all for bulk copies. */
+const CHANNELS = 4
+
 export interface SftpOptions {
   url: string
   user: string | null
@@ -81,7 +84,13 @@ export class SftpReplica implements Replica {
   readonly #o: SftpOptions
   readonly #root: string
   #client: Client | null = null
-  #sftp: SFTPWrapper | null = null
+  /**
+   * SFTP channels (sessions) on the one connection: each is its own sftp-server process on the
+   * backup, which answers its requests one after another. The first carries everything by
+   * path; a handle stays on the channel it was opened on. More channels let bulk copies (a
+   * reconcile) run side by side on the server.
+   */
+  #channels: SFTPWrapper[] = []
   #extensions = new Set<string>()
   #warned = new Set<string>()
 
@@ -171,46 +180,59 @@ export class SftpReplica implements Replica {
     client.on('close', () => {
       if (this.#client === client) {
         this.#client = null
-        this.#sftp = null
+        this.#channels = []
       }
+    })
+    const channel = () => new Promise<SFTPWrapper>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer in ${o.timeoutMs} ms`)), o.timeoutMs)
+      client.sftp((err, s) => {
+        clearTimeout(timer)
+        if (err) reject(err)
+        else resolve(s)
+      })
     })
     let sftp: SFTPWrapper
     try {
-      sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer in ${o.timeoutMs} ms`)), o.timeoutMs)
-        client.sftp((err, s) => {
-          clearTimeout(timer)
-          if (err) reject(err)
-          else resolve(s)
-        })
-      })
+      sftp = await channel()
     } catch (err) {
       client.end()
       throw new ReplicaError(`${this.url}: cannot open the sftp subsystem: ${(err as Error).message}`, E.EIO, 'transient')
     }
+    const channels = [sftp]
+    // The others are a bonus: a server that limits sessions (MaxSessions) gets fewer.
+    const more = await Promise.allSettled(Array.from({ length: CHANNELS - 1 }, channel))
+    for (const r of more) if (r.status === 'fulfilled') channels.push(r.value)
     this.#client = client
-    this.#sftp = sftp
+    this.#channels = channels
     this.#extensions = new Set(Object.keys((sftp as unknown as { _extensions: Record<string, string> })._extensions ?? {}))
   }
 
   async close (): Promise<void> {
     const c = this.#client
     this.#client = null
-    this.#sftp = null
+    this.#channels = []
     c?.end()
   }
 
-  #s (): SFTPWrapper {
-    if (this.#sftp === null) throw new ReplicaError(`${this.url}: not connected`, E.ENOTCONN, 'transient')
-    return this.#sftp
+  get lanes (): number {
+    return Math.max(1, this.#channels.length)
   }
 
-  /** Runs one SFTP request, mapping its status to an errno, and a lost connection to transient. */
-  #req<T> (what: string, fn: (s: SFTPWrapper, cb: (err: (Error & { code?: number | string }) | null | undefined, value?: T) => void) => void): Promise<T> {
+  #s (lane: number): SFTPWrapper {
+    const s = this.#channels[lane] ?? this.#channels[0]
+    if (s === undefined) throw new ReplicaError(`${this.url}: not connected`, E.ENOTCONN, 'transient')
+    return s
+  }
+
+  /**
+   * Runs one SFTP request on channel `lane`, mapping its status to an errno, and a lost
+   * connection to transient.
+   */
+  #req<T> (what: string, fn: (s: SFTPWrapper, cb: (err: (Error & { code?: number | string }) | null | undefined, value?: T) => void) => void, lane = 0): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let s: SFTPWrapper
       try {
-        s = this.#s()
+        s = this.#s(lane)
       } catch (err) {
         reject(err)
         return
@@ -235,29 +257,34 @@ export class SftpReplica implements Replica {
     this.#o.log.warn('replica', `${this.url}: ${message}`)
   }
 
-  async openWrite (path: string, create: boolean, truncate: boolean, mode: number): Promise<RemoteHandle> {
+  async openWrite (path: string, create: boolean, truncate: boolean, mode: number, lane = 0): Promise<RemoteHandle> {
     const p = this.#p(path)
+    const l = lane % this.lanes
     // SSH2_FXF_WRITE | CREAT | TRUNC
     const flags = 0x02 | (create ? 0x08 : 0) | (truncate ? 0x10 : 0)
-    const handle = await this.#req<Buffer>(`open ${path}`, (s, cb) => s.open(p, flags, { mode: mode & 0o7777 }, cb as never))
-    return new SftpHandle(path, handle)
+    const handle = await this.#req<Buffer>(`open ${path}`, (s, cb) => s.open(p, flags, { mode: mode & 0o7777 }, cb as never), l)
+    return new SftpHandle(path, handle, l)
   }
 
   write (h: RemoteHandle, offset: number, data: Buffer): Promise<void> {
-    return this.#req(`write ${h.path}`, (s, cb) => s.write((h as SftpHandle).handle, data, 0, data.length, offset, cb))
+    const x = h as SftpHandle
+    return this.#req(`write ${h.path}`, (s, cb) => s.write(x.handle, data, 0, data.length, offset, cb), x.lane)
   }
 
   closeHandle (h: RemoteHandle): Promise<void> {
-    return this.#req(`close ${h.path}`, (s, cb) => s.close((h as SftpHandle).handle, cb))
+    const x = h as SftpHandle
+    return this.#req(`close ${h.path}`, (s, cb) => s.close(x.handle, cb), x.lane)
   }
 
   async fsync (h: RemoteHandle): Promise<void> {
     if (!this.#extensions.has('fsync@openssh.com')) return
-    await this.#req(`fsync ${h.path}`, (s, cb) => s.ext_openssh_fsync((h as SftpHandle).handle, cb))
+    const x = h as SftpHandle
+    await this.#req(`fsync ${h.path}`, (s, cb) => s.ext_openssh_fsync(x.handle, cb), x.lane)
   }
 
   ftruncate (h: RemoteHandle, size: number): Promise<void> {
-    return this.#req(`truncate ${h.path}`, (s, cb) => s.fsetstat((h as SftpHandle).handle, { size }, cb))
+    const x = h as SftpHandle
+    return this.#req(`truncate ${h.path}`, (s, cb) => s.fsetstat(x.handle, { size }, cb), x.lane)
   }
 
   truncate (path: string, size: number): Promise<void> {
@@ -386,20 +413,20 @@ export class SftpReplica implements Replica {
   }
 
   async fsetattrs (h: RemoteHandle, a: { mode: number, uid: number, gid: number, atime: number, mtime: number }): Promise<void> {
-    const handle = (h as SftpHandle).handle
+    const { handle, lane } = h as SftpHandle
     const attrs = { mode: a.mode & 0o7777, uid: a.uid, gid: a.gid, atime: a.atime, mtime: a.mtime }
     if (!this.#warned.has('chown')) {
       try {
-        await this.#req(`setattrs ${h.path}`, (s, cb) => s.fsetstat(handle, attrs, cb))
+        await this.#req(`setattrs ${h.path}`, (s, cb) => s.fsetstat(handle, attrs, cb), lane)
         // sftp-server chowns after its chmod, and a chown clears setuid/setgid: set them again.
-        if ((attrs.mode & 0o6000) !== 0) await this.#req(`chmod ${h.path}`, (s, cb) => s.fsetstat(handle, { mode: attrs.mode }, cb))
+        if ((attrs.mode & 0o6000) !== 0) await this.#req(`chmod ${h.path}`, (s, cb) => s.fsetstat(handle, { mode: attrs.mode }, cb), lane)
         return
       } catch (err) {
         if (!(err instanceof ReplicaError && (err.errno === E.EPERM || err.errno === E.EACCES))) throw err
         this.#warnOnce('chown', `this account may not chown (${h.path}): owners are not replicated`)
       }
     }
-    await this.#req(`setattrs ${h.path}`, (s, cb) => s.fsetstat(handle, { mode: attrs.mode, atime: a.atime, mtime: a.mtime }, cb))
+    await this.#req(`setattrs ${h.path}`, (s, cb) => s.fsetstat(handle, { mode: attrs.mode, atime: a.atime, mtime: a.mtime }, cb), lane)
   }
 
   readlink (path: string): Promise<string> {
@@ -460,5 +487,5 @@ export class SftpReplica implements Replica {
 }
 
 class SftpHandle implements RemoteHandle {
-  constructor (readonly path: string, readonly handle: Buffer) {}
+  constructor (readonly path: string, readonly handle: Buffer, readonly lane: number) {}
 }

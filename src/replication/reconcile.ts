@@ -11,6 +11,8 @@ const S_IFMT = 0o170000
 const CHUNK = 256 * 1024
 /** Source entries stat'ed at once, per directory. */
 const STAT_BATCH = 64
+/** Directories listed at once (both sides), across the walk. */
+const LISTINGS = 8
 /** Writes of one file's copy in flight at once. */
 const WRITES_AHEAD = 8
 
@@ -80,6 +82,8 @@ export class Reconciler {
   readonly #o: ReconcileOptions
   readonly stats: ReconcileStats = { checked: 0, differences: 0, copied: 0, bytes: 0, errors: [] }
   readonly #copies = new Set<Promise<void>>()
+  /** Directory listings in flight at once. */
+  readonly #listings = new Slots(LISTINGS)
   /** Hard link groups: source inode -> the first name copied, and when its copy is done. */
   readonly #groups = new Map<number, { path: string, done: Promise<void> }>()
   #temp = 0
@@ -121,13 +125,19 @@ export class Reconciler {
     await this.#attrs(path, src, rem)
     let names: string[]
     const theirs = new Map<string, RemoteStat>()
+    await this.#listings.take()
     try {
       names = await fileReaddirBytes(this.#src(path))
       for (const e of await this.#r.list(path)) theirs.set(e.name, e.stat)
     } catch (err) {
       this.#failed(path, err)
       return
+    } finally {
+      this.#listings.give()
     }
+    // Directories on both sides are walked together once this one is done: several listings
+    // in flight hide the round trips.
+    const subdirs: Array<() => Promise<void>> = []
     const all = [...new Set([...names, ...theirs.keys()])].sort()
     for (let i = 0; i < all.length; i += STAT_BATCH) {
       const batch = all.slice(i, i + STAT_BATCH)
@@ -138,9 +148,11 @@ export class Reconciler {
       const ex = this.#o.excludes
       for (const [p, s, r] of pairs) {
         if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : r !== null && (r.mode & S_IFMT) === 0o040000)) continue
-        await this.#node(p, s, r)
+        if (s !== null && s.isDirectory() && r !== null && (r.mode & S_IFMT) === 0o040000) subdirs.push(() => this.#node(p, s, r))
+        else await this.#node(p, s, r)
       }
     }
+    await Promise.all(subdirs.map(walk => walk()))
   }
 
   async #node (path: string, src: Stats | null, rem: RemoteStat | null): Promise<void> {
@@ -301,14 +313,19 @@ export class Reconciler {
     const temp = this.#tempFor(path)
     const fh = await open(this.#src(path), 'r')
     try {
-      const h = await this.#r.openWrite(temp, true, true, src.mode & 0o7777)
+      // Copies spread over the replica's channels (one sftp-server process each).
+      const h = await this.#r.openWrite(temp, true, true, src.mode & 0o7777, this.#temp)
       // Writes pipelined, a bounded number in flight: no round trip between two of them.
       const inFlight: Array<Promise<void>> = []
       try {
+        // The size the walk saw: each read asks for no more than is left (a small file is one
+        // read into a buffer of its size, not a 256 KiB one), and the copy stops there (the
+        // source is quiet during a reconcile; a file that grew is copied again next time).
         let offset = 0
-        for (;;) {
-          const buf = Buffer.allocUnsafe(CHUNK)
-          const { bytesRead } = await fh.read(buf, 0, CHUNK, offset)
+        while (offset < src.size) {
+          const want = Math.min(CHUNK, src.size - offset)
+          const buf = Buffer.allocUnsafe(want)
+          const { bytesRead } = await fh.read(buf, 0, want, offset)
           if (bytesRead === 0) break
           const w = this.#r.write(h, offset, buf.subarray(0, bytesRead))
           w.catch(() => {}) // awaited below; not "unhandled" while another is awaited
@@ -342,5 +359,29 @@ export class Reconciler {
     } else {
       await this.#r.unlink(path)
     }
+  }
+}
+
+/** A counting semaphore: at most `n` holders at once, the others wait in turn. */
+class Slots {
+  #free: number
+  readonly #waiting: Array<() => void> = []
+
+  constructor (n: number) {
+    this.#free = n
+  }
+
+  async take (): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--
+      return
+    }
+    await new Promise<void>(resolve => this.#waiting.push(resolve))
+  }
+
+  give (): void {
+    const next = this.#waiting.shift()
+    if (next !== undefined) next()
+    else this.#free++
   }
 }
