@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises'
-import { parse as parseYaml } from 'yaml'
 import { EXIT, UserError } from './errors'
 
 /**
@@ -54,7 +53,8 @@ export async function readConfigFile (file: string): Promise<FileConfig> {
   }
   let doc: unknown
   try {
-    doc = parseYaml(text)
+    // Loaded only for --config: every other start stays without it.
+    doc = (await import('yaml')).parse(text)
   } catch (err) {
     throw new UserError(`--config ${file}: not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`, EXIT.usage)
   }

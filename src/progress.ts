@@ -1,5 +1,4 @@
 import { readdir } from 'node:fs/promises'
-import { SingleBar } from 'cli-progress'
 import type { Category, Logger } from './log'
 
 /** How often a progress line is logged when stderr is not a terminal. */
@@ -40,6 +39,8 @@ export function progress (category: Category, label: string, done: () => Done, t
   const rate = (bytes: number) => (bytes / 1e6 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1)
 
   if (process.stderr.isTTY === true) {
+    // Loaded only on a terminal.
+    const { SingleBar } = require('cli-progress') as typeof import('cli-progress')
     const bar = new SingleBar({
       stream: process.stderr,
       format: `${label} [{bar}] {percentage}% | {value}/{total} checked | {mb} MB copied, {rate} MB/s | ETA {eta_formatted}`,

@@ -91,6 +91,9 @@ export class SftpReplica implements Replica {
    * reconcile) run side by side on the server.
    */
   #channels: SFTPWrapper[] = []
+  /** Opens the channels after the first, once; null when done (or not connected). */
+  #more: (() => Promise<void>) | null = null
+  #opening: Promise<void> | null = null
   #extensions = new Set<string>()
   #warned = new Set<string>()
 
@@ -198,12 +201,15 @@ export class SftpReplica implements Replica {
       client.end()
       throw new ReplicaError(`${this.url}: cannot open the sftp subsystem: ${(err as Error).message}`, E.EIO, 'transient')
     }
-    const channels = [sftp]
-    // The others are a bonus: a server that limits sessions (MaxSessions) gets fewer.
-    const more = await Promise.allSettled(Array.from({ length: CHANNELS - 1 }, channel))
-    for (const r of more) if (r.status === 'fulfilled') channels.push(r.value)
     this.#client = client
-    this.#channels = channels
+    this.#channels = [sftp]
+    // The others are opened when a bulk copy first asks for them (each is a process on the
+    // backup), and are a bonus: a server that limits sessions (MaxSessions) gets fewer.
+    this.#more = async () => {
+      const more = await Promise.allSettled(Array.from({ length: CHANNELS - 1 }, channel))
+      if (this.#client !== client) return
+      for (const r of more) if (r.status === 'fulfilled') this.#channels.push(r.value)
+    }
     this.#extensions = new Set(Object.keys((sftp as unknown as { _extensions: Record<string, string> })._extensions ?? {}))
   }
 
@@ -211,6 +217,8 @@ export class SftpReplica implements Replica {
     const c = this.#client
     this.#client = null
     this.#channels = []
+    this.#more = null
+    this.#opening = null
     c?.end()
   }
 
@@ -259,6 +267,10 @@ export class SftpReplica implements Replica {
 
   async openWrite (path: string, create: boolean, truncate: boolean, mode: number, lane = 0): Promise<RemoteHandle> {
     const p = this.#p(path)
+    if (lane > 0 && this.#more !== null) {
+      this.#opening ??= this.#more()
+      await this.#opening
+    }
     const l = lane % this.lanes
     // SSH2_FXF_WRITE | CREAT | TRUNC
     const flags = 0x02 | (create ? 0x08 : 0) | (truncate ? 0x10 : 0)

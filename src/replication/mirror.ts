@@ -33,7 +33,7 @@ export class Mirror {
     return this.#tree.path(path)
   }
 
-  #srcStat (path: string): Promise<Stats | null> {
+  async #srcStat (path: string): Promise<Stats | null> {
     return this.#tree.lstat(path)
   }
 

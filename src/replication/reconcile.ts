@@ -99,7 +99,7 @@ export class Reconciler {
     return this.#tree.path(path)
   }
 
-  #srcStat (path: string): Promise<Stats | null> {
+  async #srcStat (path: string): Promise<Stats | null> {
     return this.#tree.lstat(path)
   }
 
