@@ -31,6 +31,8 @@ export class ControlServer {
   readonly #server: net.Server
   readonly #path: string
   readonly #timer: NodeJS.Timeout
+  /** Connections open now: closed with the server, a pending wait included. */
+  readonly #conns = new Set<net.Socket>()
   #last = new Map<string, { t: number, ops: number, bytes: number }>()
   #rates = new Map<string, { ops: number, bytes: number }>()
 
@@ -51,9 +53,15 @@ export class ControlServer {
     }
     // A socket left by a killed run.
     await unlink(path).catch(() => {})
-    let server!: net.Server
-    let control!: ControlServer
-    server = net.createServer(conn => {
+    let control: ControlServer | null = null
+    const server = net.createServer(conn => {
+      if (control === null) {
+        conn.destroy()
+        return
+      }
+      const c = control
+      c.#conns.add(conn)
+      conn.on('close', () => c.#conns.delete(conn))
       conn.setEncoding('utf8')
       let buf = ''
       conn.on('error', () => {})
@@ -64,7 +72,7 @@ export class ControlServer {
         if (nl < 0) return
         const line = buf.slice(0, nl)
         buf = ''
-        void control.#answer(line, replicator, mode).then(a => conn.end(JSON.stringify(a) + '\n'), err => {
+        void c.#answer(line, replicator, mode).then(a => conn.end(JSON.stringify(a) + '\n'), err => {
           log.error('main', 'control request failed', err)
           conn.end(JSON.stringify({ error: String(err) }) + '\n')
         })
@@ -122,16 +130,21 @@ export class ControlServer {
 
   async close (): Promise<void> {
     clearInterval(this.#timer)
+    for (const c of this.#conns) c.destroy()
     await new Promise<void>(resolve => this.#server.close(() => resolve()))
     await unlink(this.#path).catch(() => {})
   }
 }
 
-/** Sends one request to the daemon behind `stateDir` and resolves with its answer. */
-export function ask (stateDir: string, request: object, what: string): Promise<Record<string, unknown>> {
+/** Sends one request to the daemon behind `stateDir` and resolves with its answer (or gives up after `timeoutMs`). */
+export function ask (stateDir: string, request: object, what: string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
   const path = controlPath(stateDir)
   return new Promise((resolve, reject) => {
     const conn = net.connect(path)
+    conn.setTimeout(timeoutMs, () => {
+      conn.destroy()
+      reject(new UserError(`${what}: the daemon on ${path} did not answer in ${timeoutMs / 1000} s`, EXIT.unreachable))
+    })
     let buf = ''
     conn.setEncoding('utf8')
     conn.on('connect', () => conn.write(JSON.stringify(request) + '\n'))
@@ -173,7 +186,7 @@ export async function statusCommand (stateDir: string, json: boolean): Promise<n
 
 /** `replicafs wait`: 0 once every replica applied every change made before it; 1 on timeout. */
 export async function waitCommand (stateDir: string, timeoutMs: number): Promise<number> {
-  const a = await ask(stateDir, { cmd: 'wait', timeoutMs }, 'wait')
+  const a = await ask(stateDir, { cmd: 'wait', timeoutMs }, 'wait', timeoutMs + 10_000)
   const behind = Array.isArray(a.behind) ? a.behind as string[] : null
   if (behind === null) throw new UserError(`wait: the daemon answered ${JSON.stringify(a)}`, EXIT.unreachable)
   if (behind.length === 0) return EXIT.ok

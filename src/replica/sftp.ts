@@ -197,6 +197,7 @@ export class SftpReplica implements Replica {
     let sftp: SFTPWrapper
     try {
       sftp = await channel()
+      sftp.on('error', () => {})
     } catch (err) {
       client.end()
       throw new ReplicaError(`${this.url}: cannot open the sftp subsystem: ${(err as Error).message}`, E.EIO, 'transient')
@@ -208,7 +209,12 @@ export class SftpReplica implements Replica {
     this.#more = async () => {
       const more = await Promise.allSettled(Array.from({ length: CHANNELS - 1 }, channel))
       if (this.#client !== client) return
-      for (const r of more) if (r.status === 'fulfilled') this.#channels.push(r.value)
+      for (const r of more) {
+        if (r.status !== 'fulfilled') continue
+        // Errors surface through the requests; a channel's own 'error' must not crash us.
+        r.value.on('error', () => {})
+        this.#channels.push(r.value)
+      }
     }
     this.#extensions = new Set(Object.keys((sftp as unknown as { _extensions: Record<string, string> })._extensions ?? {}))
   }
@@ -379,6 +385,10 @@ export class SftpReplica implements Replica {
       if (this.#extensions.has('lsetstat@openssh.com')) {
         await this.#req(`chown ${path}`, (s, cb) => s.ext_openssh_lsetstat(p, attrs as never, cb))
       } else {
+        // SETSTAT follows a symlink: it would chown the link's target. Symlinks keep the
+        // account's owner here (the missing extension was named at connect).
+        const st = await this.lstat(path)
+        if (st === null || (st.mode & 0o170000) === 0o120000) return
         await this.#req(`chown ${path}`, (s, cb) => s.setstat(p, attrs as never, cb))
       }
     } catch (err) {
@@ -417,11 +427,21 @@ export class SftpReplica implements Replica {
   async list (path: string): Promise<Array<{ name: string, stat: RemoteStat }>> {
     const p = this.#p(path)
     // sftp-server's READDIR carries each entry's lstat: no round trip per entry.
-    const list = await this.#req<Array<{ filename: string, attrs: RemoteStat }>>(`readdir ${path}`, (s, cb) => s.readdir(p, cb as never))
-    return list.filter(e => e.filename !== '.' && e.filename !== '..').map(e => ({
-      name: Buffer.from(e.filename, 'utf8').toString('latin1'),
-      stat: { mode: e.attrs.mode, uid: e.attrs.uid, gid: e.attrs.gid, size: e.attrs.size, atime: e.attrs.atime, mtime: e.attrs.mtime },
-    }))
+    const list = await this.#req<Array<{ filename: string, attrs: Partial<RemoteStat> | undefined }>>(`readdir ${path}`, (s, cb) => s.readdir(p, cb as never))
+    const out: Array<{ name: string, stat: RemoteStat }> = []
+    for (const e of list) {
+      if (e.filename === '.' || e.filename === '..') continue
+      const name = Buffer.from(e.filename, 'utf8').toString('latin1')
+      const a = e.attrs
+      if (a?.mode !== undefined && a.uid !== undefined && a.gid !== undefined && a.size !== undefined && a.atime !== undefined && a.mtime !== undefined) {
+        out.push({ name, stat: { mode: a.mode, uid: a.uid, gid: a.gid, size: a.size, atime: a.atime, mtime: a.mtime } })
+        continue
+      }
+      // A server whose READDIR leaves attributes out: ask for them.
+      const st = await this.lstat(path === '/' ? `/${name}` : `${path}/${name}`)
+      if (st !== null) out.push({ name, stat: st })
+    }
+    return out
   }
 
   async fsetattrs (h: RemoteHandle, a: { mode: number, uid: number, gid: number, atime: number, mtime: number }): Promise<void> {

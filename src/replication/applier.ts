@@ -108,18 +108,37 @@ export class Applier {
    * killed while they were open) are closed and published as the source holds them.
    */
   async finishAll (): Promise<void> {
+    // Files opened before the replay's start: what the replay wrote into them went in place,
+    // not where the killed run was writing them (a temp file). Copied whole below, with any
+    // file whose publish fails here.
+    const repair = new Set(this.#orphans ?? [])
     for (const [fh, f] of [...this.#open]) {
-      const h = this.#handles.get(fh)
-      this.#handles.delete(fh)
-      if (h !== undefined) await this.#r.closeHandle(await h)
-      await this.#publish(f)
+      try {
+        await this.#close(fh, f)
+      } catch (err) {
+        if (err instanceof ReplicaError && err.transient) throw err
+        if (f.path !== null) repair.add(f.path)
+      }
       this.#open.delete(fh)
     }
-    // Files opened before the replay's start: what the replay wrote into them went in place,
-    // not where the killed run was writing them (a temp file). Copy them whole instead.
-    const orphans = this.#orphans
     this.#orphans = null
-    for (const path of orphans ?? []) await new Mirror(this.#o.sourceRoot, this.#r, this.#o.excludes).path(path)
+    for (const path of repair) await this.#mirror().path(path)
+  }
+
+  /** The replica's handle of `fh` closed, and the file published where it was written aside. */
+  async #close (fh: number, f: OpenFile): Promise<void> {
+    const h = this.#handles.get(fh)
+    this.#handles.delete(fh)
+    if (h !== undefined) await this.#r.closeHandle(await h)
+    await this.#publish(f)
+  }
+
+  /** A resync's copier; it leaves alone the temp files this applier is still writing. */
+  #mirror (): Mirror {
+    return new Mirror(this.#o.sourceRoot, this.#r, this.#o.excludes, path => {
+      for (const f of this.#open.values()) if (f.temp === path) return true
+      return false
+    })
   }
 
   /** A journal replay starts: note the files it writes that it never saw opened. */
@@ -266,17 +285,21 @@ export class Applier {
       case 'release': {
         const f = this.#open.get(m.fh)
         if (f === undefined) return
-        const h = this.#handles.get(m.fh)
-        this.#handles.delete(m.fh)
-        if (h !== undefined) await r.closeHandle(await h)
-        await this.#publish(f)
-        if (f.dirty && f.path !== null && m.mtime > 0) {
-          // Another descriptor may still be writing it under its temp name.
-          await r.utimes(this.#target(f.path), m.atime, m.mtime).catch(err => {
-            if (!(err instanceof ReplicaError && err.errno === E.ENOENT)) throw err
-          })
+        try {
+          await this.#close(m.fh, f)
+          if (f.dirty && f.path !== null && m.mtime > 0) {
+            // Another descriptor may still be writing it under its temp name.
+            await r.utimes(this.#target(f.path), m.atime, m.mtime).catch(err => {
+              if (!(err instanceof ReplicaError && err.errno === E.ENOENT)) throw err
+            })
+          }
+        } catch (err) {
+          // Kept for a retry after a lost connection (it publishes and sets times again);
+          // forgotten after any other failure (the path gets resynced), so that a reused
+          // descriptor number never finds it.
+          if (!(err instanceof ReplicaError && err.transient)) this.#open.delete(m.fh)
+          throw err
         }
-        // Forgotten once done: a retry after a lost connection publishes and sets times again.
         this.#open.delete(m.fh)
         return
       }
@@ -337,7 +360,7 @@ export class Applier {
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }
       case 'resync':
-        return new Mirror(this.#o.sourceRoot, r, this.#o.excludes).path(m.path)
+        return this.#mirror().path(m.path)
       case 'finish-replay':
         return this.finishAll()
       case 'setxattr':

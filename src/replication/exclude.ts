@@ -44,6 +44,12 @@ export class ExcludingHook implements ReplicationHook {
   readonly #ex: Excludes
   /** The source root as a byte string: where a rename's node is looked at (file or dir). */
   readonly #root: string
+  /**
+   * Descriptors the replicas know (a call through them was forwarded): their later calls go on
+   * whatever the path is now, so that the replica's state of each ends with its release, and
+   * a descriptor number the source reuses never finds a stale one.
+   */
+  readonly #open = new Set<number>()
 
   constructor (inner: ReplicationHook, ex: Excludes, root: string) {
     this.#inner = inner
@@ -64,6 +70,31 @@ export class ExcludingHook implements ReplicationHook {
     switch (m.op) {
       case 'finish-replay':
         return this.#inner.apply(m)
+      case 'write':
+      case 'flush':
+      case 'fsync':
+      case 'release':
+      case 'truncate': {
+        const fh = m.fh
+        if (fh === null) return m.path !== null && ex.matches(m.path, false) ? undefined : this.#inner.apply(m)
+        const known = this.#open.has(fh)
+        if (!known && m.path !== null && ex.matches(m.path, false)) return undefined
+        if (m.op === 'release') this.#open.delete(fh)
+        else if (!known) this.#open.add(fh)
+        return this.#inner.apply(m)
+      }
+      case 'create':
+      case 'open-truncate':
+        if (ex.matches(m.path, false)) return undefined
+        this.#open.add(m.fh)
+        return this.#inner.apply(m)
+      case 'chmod':
+      case 'chown':
+      case 'utimens':
+      case 'setxattr':
+      case 'removexattr':
+        // A dir-only pattern (cache/) must see a dir as one.
+        return ex.matches(m.path, this.#isDir(m.path)) ? undefined : this.#inner.apply(m)
       case 'mkdir':
       case 'rmdir':
         return ex.matches(m.path, true) ? undefined : this.#inner.apply(m)
@@ -77,10 +108,12 @@ export class ExcludingHook implements ReplicationHook {
         if (from && to) return undefined
         const uid = m.uid
         const gid = m.gid
-        // Into the replicated side: it appears there whole. Out of it: it goes (a rename) or
+        // Into the replicated side: it appears there whole. Out of it: it goes (a rename; a file
+        // as an unlink, which also drops a copy still being written under a temp name) or
         // stays (a link's old name is still there).
         if (from) return this.#inner.apply({ op: 'resync', path: m.path, uid, gid })
-        return m.op === 'rename' ? this.#inner.apply({ op: 'resync', path: m.from, uid, gid }) : undefined
+        if (m.op === 'link') return undefined
+        return this.#inner.apply(dir ? { op: 'resync', path: m.from, uid, gid } : { op: 'unlink', path: m.from, uid, gid })
       }
       default:
         return m.path !== null && ex.matches(m.path, false) ? undefined : this.#inner.apply(m)

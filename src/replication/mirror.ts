@@ -21,12 +21,17 @@ export class Mirror {
   readonly #tree: SourceTree
   readonly #r: Replica
   readonly #ex: Excludes | null
+  readonly #inUse: (path: string) => boolean
 
-  /** @param root the source directory, as a byte string (latin1). */
-  constructor (root: string, replica: Replica, excludes: Excludes | null = null) {
+  /**
+   * @param root the source directory, as a byte string (latin1).
+   * @param inUse temp files a live applier is still writing: the sweep leaves them.
+   */
+  constructor (root: string, replica: Replica, excludes: Excludes | null = null, inUse: (path: string) => boolean = () => false) {
     this.#tree = new SourceTree(root)
     this.#r = replica
     this.#ex = excludes
+    this.#inUse = inUse
   }
 
   #src (path: string): Buffer {
@@ -42,7 +47,7 @@ export class Mirror {
     await this.#mirror(path)
   }
 
-  /** Temp files a killed run left in `dir` (none is in use: a resync runs after replays). */
+  /** Temp files a killed run left in `dir` (but not those a live applier is writing). */
   async #sweep (dir: string): Promise<void> {
     let names: string[]
     try {
@@ -50,7 +55,10 @@ export class Mirror {
     } catch {
       return
     }
-    for (const name of names) if (isTempName(name)) await this.#r.unlink(join(dir, name)).catch(() => {})
+    for (const name of names) {
+      const p = join(dir, name)
+      if (isTempName(name) && !this.#inUse(p)) await this.#r.unlink(p).catch(() => {})
+    }
   }
 
   async #mirror (path: string): Promise<void> {
@@ -69,6 +77,7 @@ export class Mirror {
       for (const name of await this.#r.readdir(path)) {
         if (names.has(name)) continue
         const p = join(path, name)
+        if (this.#inUse(p)) continue
         if (this.#ex !== null && this.#ex.matches(p, isDir(await this.#r.lstat(p)))) continue
         await this.#remove(p)
       }

@@ -375,7 +375,10 @@ export class Replicator implements ReplicationHook {
       for (const path of pathsOf(rec.m)) {
         const repair: Rec = { seq: ++this.#seq, at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null }
         for (const l of this.#links) this.#enqueue(l, repair)
-        await this.#o.journal?.append(repair.seq, repair.m)
+        await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
+          // Queued all the same; only a kill before it is applied would lose it.
+          this.#o.log.error('journal', `cannot journal the resync of ${JSON.stringify(path)}`, e)
+        })
       }
     }
     link.queue.shift()
@@ -441,7 +444,7 @@ export class Replicator implements ReplicationHook {
     const release: Mutation = { op: 'release', path: m.path, fh: m.fh, mtime: 0, atime: 0, uid: m.uid, gid: m.gid }
     const rec: Rec = { seq: ++this.#seq, at: Date.now(), m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
     for (const link of this.#links) this.#enqueue(link, rec)
-    void this.#o.journal?.append(rec.seq, release)
+    this.#o.journal?.append(rec.seq, release).catch(e => this.#o.log.error('journal', 'cannot journal a release', e))
   }
 
   /** The sync deadline passed: whoever has not applied the change yet is degraded. */

@@ -3,7 +3,7 @@ import type { Logger } from '../log'
 import type { MountConfig } from '../config'
 import type { ReplicaUrl } from '../replica/url'
 import { FileReplica } from '../replica/file'
-import type { Replica } from '../replica/replica'
+import { ReplicaError, type Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -58,6 +58,11 @@ export async function reconcile (sourceBytes: string, replica: Replica, o: Omit<
   const stop = progress(category, `${category} ${replica.url}`, () => r.stats, countTree(Buffer.from(sourceBytes, 'latin1')), log)
   try {
     return await r.run()
+  } catch (err) {
+    // The walk itself failed (the replica's root is gone, the connection dropped): a replica
+    // that cannot be reached, not a bug.
+    if (err instanceof ReplicaError) throw new UserError(`${category} ${replica.url}: ${err.message}`, EXIT.unreachable)
+    throw err
   } finally {
     stop()
   }
@@ -112,7 +117,7 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
     }
   }
   replicator.restore(opened.records, opened.cursors)
-  await recover(replicator, log)
+  await recover(replicator, log, c.reconcile)
   if (c.reconcile) {
     for (const r of replicas) {
       const started = Date.now()
@@ -137,12 +142,14 @@ const RECOVERY_WAIT_MS = 60_000
  * before the mount accepts new changes: a resync then reads the source as the journal left it,
  * not a state that changes made meanwhile (and queued behind it) would then apply to twice.
  */
-async function recover (replicator: Replicator, log: Logger): Promise<void> {
+async function recover (replicator: Replicator, log: Logger, reconcileNext: boolean): Promise<void> {
   const queued = replicator.queued
   if (queued === 0) return
   const started = Date.now()
   log.info('journal', `applying ${queued} changes left by the last run before mounting`)
-  if (await replicator.settle(RECOVERY_WAIT_MS)) {
+  // A reconcile must not run beside a replay (the replay would apply old changes over what the
+  // reconcile made right): with one to come, the wait has no bound.
+  if (await replicator.settle(reconcileNext ? Infinity : RECOVERY_WAIT_MS)) {
     log.info('journal', `replicas caught up in ${Date.now() - started} ms`)
   } else {
     log.warn('journal', `replicas still have ${replicator.queued} changes to apply after ${RECOVERY_WAIT_MS / 1000} s; mounting, they catch up in the background`)

@@ -4,7 +4,7 @@
  * same patterns. Unit checks of the matcher, then a real mount with a file:// replica.
  */
 import t from 'tap'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { Excludes } from '../../src/replication/exclude'
 import { replicaDirs, runCli as cli } from '../helpers/mount'
@@ -46,6 +46,19 @@ t.test('excluded paths never reach the replica; verify and resync honour them', 
   t.notOk(existsSync(join(rep, 'page.html')), 'renamed into an excluded dir: it leaves the replica')
   t.notOk(existsSync(join(rep, 'cache')), 'and the excluded dir is still not there')
   t.equal(readFileSync(join(rep, 'theirs.part'), 'utf8'), 'the replica keeps this', 'an excluded file already on the replica is left alone')
+
+  // An upload renamed into an excluded dir while still open: it leaves the replica at once,
+  // its temp copy too, and the descriptor number it frees is reused cleanly.
+  writeFileSync(join(mnt, 'other.html'), 'other ')
+  const fd = openSync(join(mnt, 'moving.html'), 'w')
+  writeSync(fd, 'first half, ')
+  renameSync(join(mnt, 'moving.html'), join(mnt, 'cache', 'moving.html'))
+  writeSync(fd, 'second half')
+  closeSync(fd)
+  t.notOk(existsSync(join(rep, 'moving.html')), 'an open file renamed into an excluded dir is not published')
+  t.same(readdirSync(rep).filter(n => n.startsWith('.replicafs.')), [], 'and its temp copy is gone')
+  for (let i = 0; i < 3; i++) appendFileSync(join(mnt, 'other.html'), `more ${i} `)
+  t.equal(readFileSync(join(rep, 'other.html'), 'utf8'), 'other more 0 more 1 more 2 ', 'appends through reused descriptors land where they belong')
 
   await stop()
   t.equal((await cli(['verify', src, '--replica', `file://${rep}`, ...ex])).code, 0, 'verify with the same excludes: equal')
