@@ -97,7 +97,7 @@ not. Directories' own mtimes are not compared. Nothing is changed.
 options:
   --replica URL        as for mount; repeatable, at least one
   --checksum           compare every file's content. default: off
-  --json               one JSON document on stdout instead of lines
+  --json               one JSON document on stdout instead of lines. default: off
   --exclude GLOB       paths not compared (as mount's --exclude). Repeatable. default: none
   --config FILE        mount's config file: its source, replica, identity, known-hosts,
                        timeout, exclude and checksum keys apply. default: none
@@ -111,15 +111,17 @@ exit codes: 0 every replica equals the source; 1 some differ (or could not be re
   resync: `replicafs resync <source> --replica URL... [options]
 
 Makes each replica identical to <source>, as mount does before it mounts: what differs is
-fixed (files copied under a hidden temp name and renamed into place, a few at a time), what
+fixed (files copied under a hidden temp name and renamed into place, 16 at a time), what
 the source lacks is deleted. Each fix is printed as "fixed: " + the verify line. Run it while
 nothing changes <source> (not while it is mounted with replicas).
 
 options:
   --replica URL        as for mount; repeatable, at least one
-  --dry-run            print what would be fixed ("would fix: ..."), change nothing
+  --dry-run            print what would be fixed ("would fix: ..."), change nothing.
+                       default: off
   --checksum           compare every file's content. default: off
   --exclude GLOB       paths neither copied nor removed (as mount's --exclude). Repeatable.
+                       default: none
   --identity FILE, --known-hosts FILE, --timeout SECONDS, --config FILE: as for verify
   -h, --help           this text
 
@@ -136,7 +138,7 @@ time.
 
 options:
   --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
-  --json               the daemon's answer as JSON
+  --json               the daemon's answer as JSON. default: off
   -h, --help           this text
 
 exit codes: 0 answered; 2 bad usage; 3 no daemon with replicas answers there.`,
