@@ -6,6 +6,9 @@ export interface Queued {
   waiter: unknown
 }
 
+/** Nothing to drop: shared, so that the common case allocates nothing. */
+const NONE: readonly number[] = Object.freeze([])
+
 /** How far back a new change looks: bounds the cost per change in a long queue. */
 const SCAN = 4096
 
@@ -22,25 +25,25 @@ const SCAN = 4096
  *
  * Returns the indexes to drop, ascending. Changes a caller is waiting for are never dropped.
  */
-export function cancelled (queue: readonly Queued[], start: number, m: Mutation): number[] {
-  const none: number[] = []
-  const from = Math.max(start, queue.length - SCAN)
+export function cancelled (queue: readonly Queued[], start: number, m: Mutation): readonly number[] {
   switch (m.op) {
     case 'chmod':
     case 'chown':
     case 'utimens': {
-      if (!whole(m)) return none
+      if (!whole(m)) return NONE
+      const from = Math.max(start, queue.length - SCAN)
       for (let i = queue.length - 1; i >= from; i--) {
         const q = queue[i] as Queued
-        if (q.m.op === m.op && q.m.path === m.path) return q.waiter !== null ? none : [i]
-        if (touches(q.m, m.path)) return none
+        if (q.m.op === m.op && q.m.path === m.path) return q.waiter !== null ? NONE : [i]
+        if (touches(q.m, m.path)) return NONE
       }
-      return none
+      return NONE
     }
     case 'unlink':
-      return lifeOf(queue, from, m.path)
+      return lifeOf(queue, Math.max(start, queue.length - SCAN), m.path)
     default:
-      return none
+      // Most changes (every write) end here: no allocation.
+      return NONE
   }
 }
 
@@ -51,8 +54,7 @@ function whole (m: Mutation): boolean {
   return true
 }
 
-function lifeOf (queue: readonly Queued[], from: number, path: string): number[] {
-  const none: number[] = []
+function lifeOf (queue: readonly Queued[], from: number, path: string): readonly number[] {
   let start = -1
   for (let i = queue.length - 1; i >= from; i--) {
     const m = (queue[i] as Queued).m
@@ -61,9 +63,9 @@ function lifeOf (queue: readonly Queued[], from: number, path: string): number[]
       break
     }
     // Calls on the file itself are checked below; anything else about the path: give up.
-    if (touches(m, path) && !onPath(m, path) && !(handleOf(m) >= 0 && 'path' in m && m.path === path)) return none
+    if (touches(m, path) && !onPath(m, path) && !(handleOf(m) >= 0 && 'path' in m && m.path === path)) return NONE
   }
-  if (start < 0) return none
+  if (start < 0) return NONE
   const fh = (queue[start] as Queued & { m: { fh: number } }).m.fh
   let open = true
   const drop: number[] = []
@@ -72,11 +74,11 @@ function lifeOf (queue: readonly Queued[], from: number, path: string): number[]
     const m = q.m
     const ours = i === start || (open && handleOf(m) === fh) || onPath(m, path)
     if (ours) {
-      if (q.waiter !== null) return none
+      if (q.waiter !== null) return NONE
       drop.push(i)
       if (m.op === 'release' && m.fh === fh) open = false
     } else if (touches(m, path)) {
-      return none
+      return NONE
     }
   }
   return drop

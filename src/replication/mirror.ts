@@ -34,14 +34,6 @@ export class Mirror {
     this.#inUse = inUse
   }
 
-  #src (path: string): Buffer {
-    return this.#tree.path(path)
-  }
-
-  async #srcStat (path: string): Promise<Stats | null> {
-    return this.#tree.lstat(path)
-  }
-
   async path (path: string): Promise<void> {
     await this.#sweep(path === '/' ? '/' : path.slice(0, path.lastIndexOf('/')) || '/')
     await this.#mirror(path)
@@ -62,7 +54,7 @@ export class Mirror {
   }
 
   async #mirror (path: string): Promise<void> {
-    const st = await this.#srcStat(path)
+    const st = this.#tree.lstat(path)
     // Excluded: neither copied nor removed, on either side.
     if (this.#ex !== null && this.#ex.matches(path, st?.isDirectory() ?? isDir(await this.#r.lstat(path)))) return
     if (st === null) return this.#remove(path)
@@ -73,7 +65,7 @@ export class Mirror {
     if (st.isDirectory()) {
       if (remote !== null && !sameType) await this.#remove(path)
       if (!sameType) await this.#r.mkdir(path, st.mode & 0o7777)
-      const names = new Set(await fileReaddirBytes(this.#src(path)))
+      const names = new Set(await fileReaddirBytes(this.#tree.path(path)))
       for (const name of await this.#r.readdir(path)) {
         if (names.has(name)) continue
         const p = join(path, name)
@@ -86,7 +78,7 @@ export class Mirror {
       // A file replaces a file atomically (#copy renames over it); anything else goes first.
       if (remote !== null && !(sameType && st.isFile())) await this.#remove(path)
       if (st.isSymbolicLink()) {
-        const target = (await readlink(this.#src(path), { encoding: 'buffer' })).toString('latin1')
+        const target = (await readlink(this.#tree.path(path), { encoding: 'buffer' })).toString('latin1')
         await this.#r.symlink(target, path)
       } else if (st.isFIFO()) {
         await this.#r.mkfifo(path, st.mode)
@@ -104,7 +96,7 @@ export class Mirror {
   async #copy (path: string, st: Stats): Promise<void> {
     const dir = path.slice(0, path.lastIndexOf('/') + 1)
     const temp = `${dir}.replicafs.resync${process.pid}.tmp`
-    const fh = await open(this.#src(path), 'r')
+    const fh = await open(this.#tree.path(path), 'r')
     let h
     try {
       h = await this.#r.openWrite(temp, true, true, st.mode & 0o7777)

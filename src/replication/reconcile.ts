@@ -9,8 +9,6 @@ import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
 const CHUNK = 256 * 1024
-/** Source entries stat'ed at once, per directory. */
-const STAT_BATCH = 64
 /** Directories listed at once (both sides), across the walk. */
 const LISTINGS = 8
 /** Writes of one file's copy in flight at once. */
@@ -95,16 +93,8 @@ export class Reconciler {
     this.#o = o
   }
 
-  #src (path: string): Buffer {
-    return this.#tree.path(path)
-  }
-
-  async #srcStat (path: string): Promise<Stats | null> {
-    return this.#tree.lstat(path)
-  }
-
   async run (): Promise<ReconcileStats> {
-    const src = await lstat(this.#src('/'))
+    const src = await lstat(this.#tree.path('/'))
     const rem = await this.#r.lstat('/')
     if (rem === null) throw new ReplicaError(`${this.#r.url}: the replica's root does not exist`, E.ENOENT)
     await this.#dir('/', src, rem)
@@ -127,7 +117,7 @@ export class Reconciler {
     const theirs = new Map<string, RemoteStat>()
     await this.#listings.take()
     try {
-      names = await fileReaddirBytes(this.#src(path))
+      names = await fileReaddirBytes(this.#tree.path(path))
       for (const e of await this.#r.list(path)) theirs.set(e.name, e.stat)
     } catch (err) {
       this.#failed(path, err)
@@ -138,19 +128,15 @@ export class Reconciler {
     // Directories on both sides are walked together once this one is done: several listings
     // in flight hide the round trips.
     const subdirs: Array<() => Promise<void>> = []
-    const all = [...new Set([...names, ...theirs.keys()])].sort()
-    for (let i = 0; i < all.length; i += STAT_BATCH) {
-      const batch = all.slice(i, i + STAT_BATCH)
-      const pairs = await Promise.all(batch.map(async name => {
-        const p = join(path, name)
-        return [p, await this.#srcStat(p), theirs.get(name) ?? null] as const
-      }))
-      const ex = this.#o.excludes
-      for (const [p, s, r] of pairs) {
-        if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : r !== null && (r.mode & S_IFMT) === 0o040000)) continue
-        if (s !== null && s.isDirectory() && r !== null && (r.mode & S_IFMT) === 0o040000) subdirs.push(() => this.#node(p, s, r))
-        else await this.#node(p, s, r)
-      }
+    const ex = this.#o.excludes
+    for (const name of [...new Set([...names, ...theirs.keys()])].sort()) {
+      const p = join(path, name)
+      const s = this.#tree.lstat(p)
+      const r = theirs.get(name) ?? null
+      const remoteDir = r !== null && (r.mode & S_IFMT) === 0o040000
+      if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : remoteDir)) continue
+      if (s !== null && s.isDirectory() && remoteDir) subdirs.push(() => this.#node(p, s, r))
+      else await this.#node(p, s, r)
     }
     await Promise.all(subdirs.map(walk => walk()))
   }
@@ -204,9 +190,9 @@ export class Reconciler {
   }
 
   async #listMissing (path: string): Promise<void> {
-    for (const name of (await fileReaddirBytes(this.#src(path))).sort()) {
+    for (const name of (await fileReaddirBytes(this.#tree.path(path))).sort()) {
       const p = join(path, name)
-      const st = await this.#srcStat(p)
+      const st = this.#tree.lstat(p)
       if (st === null || this.#o.excludes?.matches(p, st.isDirectory()) === true) continue
       this.stats.checked++
       this.#differs(p, 'missing', kindOf(st.mode), '')
@@ -215,7 +201,7 @@ export class Reconciler {
   }
 
   async #target (path: string): Promise<string> {
-    return (await readlink(this.#src(path), { encoding: 'buffer' })).toString('latin1')
+    return (await readlink(this.#tree.path(path), { encoding: 'buffer' })).toString('latin1')
   }
 
   async #symlink (path: string, src: Stats, rem: RemoteStat): Promise<void> {
@@ -238,7 +224,7 @@ export class Reconciler {
     if (!same) {
       this.#differs(path, 'size', String(src.size), String(rem.size))
     } else if (this.#o.checksum || rem.mtime !== mtime) {
-      const [a, b] = await Promise.all([hashFile(this.#src(path)), this.#r.hash(path)])
+      const [a, b] = await Promise.all([hashFile(this.#tree.path(path)), this.#r.hash(path)])
       same = a === b
       if (!same) this.#differs(path, 'content', `sha256 ${a.slice(0, 16)}`, `sha256 ${b.slice(0, 16)}`)
     }
@@ -311,7 +297,7 @@ export class Reconciler {
 
   async #copyFile (path: string, src: Stats): Promise<void> {
     const temp = this.#tempFor(path)
-    const fh = await open(this.#src(path), 'r')
+    const fh = await open(this.#tree.path(path), 'r')
     try {
       // Copies spread over the replica's channels (one sftp-server process each).
       const h = await this.#r.openWrite(temp, true, true, src.mode & 0o7777, this.#temp)

@@ -177,27 +177,17 @@ export class Replicator implements ReplicationHook {
   }
 
   /** Resolves when every replica has applied every change made so far (or failed for good). */
-  async drain (timeoutMs: number): Promise<boolean> {
+  drain (timeoutMs: number): Promise<boolean> {
     const target = this.#seq
-    const end = Date.now() + timeoutMs
-    while (Date.now() < end) {
-      if (this.#links.every(l => l.appliedSeq >= target || l.state === 'failed')) return true
-      await new Promise(resolve => setTimeout(resolve, 20))
-    }
-    return false
+    return poll(() => this.#links.every(l => l.appliedSeq >= target || l.state === 'failed'), timeoutMs)
   }
 
   /**
    * Resolves true once every replica has nothing queued (or failed for good), false after
    * `timeoutMs`: the wait for a journal's replay before the mount accepts new changes.
    */
-  async settle (timeoutMs: number): Promise<boolean> {
-    const end = Date.now() + timeoutMs
-    while (Date.now() < end) {
-      if (this.#links.every(l => l.state === 'failed' || (l.queue.length === 0 && !l.running))) return true
-      await new Promise(resolve => setTimeout(resolve, 20))
-    }
-    return false
+  settle (timeoutMs: number): Promise<boolean> {
+    return poll(() => this.#links.every(l => l.state === 'failed' || (l.queue.length === 0 && !l.running)), timeoutMs)
   }
 
   /** Each replica's state, queue, lag and last error. */
@@ -233,8 +223,7 @@ export class Replicator implements ReplicationHook {
   async barrier (timeoutMs: number): Promise<string[]> {
     const target = this.#seq
     const behind = () => this.#links.filter(l => l.appliedSeq < target && l.state !== 'failed').map(l => l.replica.url)
-    const end = Date.now() + timeoutMs
-    while (behind().length > 0 && Date.now() < end) await new Promise(resolve => setTimeout(resolve, 20))
+    await poll(() => behind().length === 0, timeoutMs)
     // A replica stopped for good never catches up: it is behind too.
     return [...behind(), ...this.#links.filter(l => l.state === 'failed').map(l => l.replica.url)]
   }
@@ -460,6 +449,16 @@ export class Replicator implements ReplicationHook {
     detach(rec)
     this.#orphaned(rec.m)
     this.#answer(rec, new Error(`quorum of ${this.#o.quorum} not met within ${this.#o.timeoutMs} ms on ${rec.m.op}`))
+  }
+}
+
+/** Resolves true as soon as `done()` holds (checked every 20 ms), false once `timeoutMs` passed. */
+async function poll (done: () => boolean, timeoutMs: number): Promise<boolean> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    if (done()) return true
+    if (Date.now() >= end) return false
+    await new Promise(resolve => setTimeout(resolve, 20))
   }
 }
 

@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process'
+
 /** Benchmark sizes from the environment: BENCH_QUICK=1 shrinks every run for a quick check. */
 export const QUICK = process.env.BENCH_QUICK === '1'
 
@@ -29,4 +31,23 @@ export function cleanUpOnSignals (onAbort: (signal: string) => void, cleanup: ()
 export function reproduceCommand (project: string, script: string): string {
   const env = Object.entries(process.env).filter(([k]) => k.startsWith('BENCH_')).map(([k, v]) => `${k}=${v ?? ''}`)
   return `cd ${project} && ${[...env, `npm run ${script}`].join(' ')}`
+}
+
+/** `fn`, run at most once: later calls get the first call's promise (cleanups, from a signal and from the end alike). */
+export function once (fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null
+  return () => (running ??= fn())
+}
+
+/**
+ * Throws unless this runs as root (`why`: what needs it) and each tool can be started (a
+ * tool's own exit status does not matter: `sftp -h` exits 1); `install` says how to get them.
+ */
+export function requireTools (why: string, tools: ReadonlyArray<readonly [string, readonly string[]]>, install: string): void {
+  if (process.getuid?.() !== 0) throw new Error(`run as root (${why})`)
+  for (const [cmd, args] of tools) {
+    try { execFileSync(cmd, [...args], { stdio: 'ignore' }) } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new Error(`${cmd} is needed: ${install}`)
+    }
+  }
 }

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path'
 import { CLI, cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 import { run, running } from './proc'
-import { cleanUpOnSignals, envInt, QUICK, reproduceCommand } from './env'
+import { cleanUpOnSignals, envInt, once, QUICK, reproduceCommand, requireTools } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { generateTree, type TreeStats } from './tree'
 
@@ -568,22 +568,17 @@ function fmtMs (x: number | null): string {
 
 // --- orchestration ----------------------------------------------------------------------------
 
-let cleaning: Promise<void> | null = null
-function cleanup (): Promise<void> {
-  if (cleaning !== null) return cleaning
-  cleaning = (async () => {
-    for (const c of running) c.kill('SIGKILL')
-    for (const l of [...liveLsyncd]) { try { await l.stop() } catch (err) { log(`stopping lsyncd: ${String(err)}`) } }
-    for (const m of [...liveMounts]) { try { await m.stop() } catch (err) { log(`stopping a daemon: ${String(err)}`) } }
-    if (sshd !== null) { try { await sshd.cleanup() } catch (err) { log(`sshd cleanup: ${String(err)}`) } }
-    if (work !== '') {
-      const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map(l => l.split(' ')[4] ?? '').filter(p => p.startsWith(work + '/'))
-      try { cleanupDir(work, ...mounts) } catch (err) { log(`removing ${work}: ${String(err)}`) }
-      for (const m of mounts) if (isMounted(m)) log(`WARNING: ${m} is still mounted`)
-    }
-  })()
-  return cleaning
-}
+const cleanup = once(async () => {
+  for (const c of running) c.kill('SIGKILL')
+  for (const l of [...liveLsyncd]) { try { await l.stop() } catch (err) { log(`stopping lsyncd: ${String(err)}`) } }
+  for (const m of [...liveMounts]) { try { await m.stop() } catch (err) { log(`stopping a daemon: ${String(err)}`) } }
+  if (sshd !== null) { try { await sshd.cleanup() } catch (err) { log(`sshd cleanup: ${String(err)}`) } }
+  if (work !== '') {
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map(l => l.split(' ')[4] ?? '').filter(p => p.startsWith(work + '/'))
+    try { cleanupDir(work, ...mounts) } catch (err) { log(`removing ${work}: ${String(err)}`) }
+    for (const m of mounts) if (isMounted(m)) log(`WARNING: ${m} is still mounted`)
+  }
+})
 
 cleanUpOnSignals(sig => {
   aborted = true
@@ -592,15 +587,9 @@ cleanUpOnSignals(sig => {
 
 
 function preflight (): void {
-  if (process.getuid?.() !== 0) throw new Error('run as root (FUSE, sshd, root login on the replica)')
-  for (const [cmd, args] of [['fusermount', ['-V']], ['dd', ['--version']], ['cp', ['--version']], ['cmp', ['--version']], ['diff', ['--version']],
-    ['sftp', ['-h']], ['ssh', ['-V']], ['rsync', ['--version']], ['lsyncd', ['-version']], ['/usr/sbin/sshd', ['-V']]] as const) {
-    try { execFileSync(cmd, [...args], { stdio: 'ignore' }) } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new Error(`${cmd} is needed: DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lsyncd rsync openssh-client openssh-server`)
-      }
-    }
-  }
+  requireTools('FUSE, sshd, root login on the replica', [['fusermount', ['-V']], ['dd', ['--version']], ['cp', ['--version']], ['cmp', ['--version']], ['diff', ['--version']],
+    ['sftp', ['-h']], ['ssh', ['-V']], ['rsync', ['--version']], ['lsyncd', ['-version']], ['/usr/sbin/sshd', ['-V']]],
+  'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lsyncd rsync openssh-client openssh-server')
 }
 
 async function main (): Promise<number> {

@@ -9,7 +9,7 @@ import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { cleanupDir } from '../helpers/mount'
 import { run, runParallel, running } from './proc'
-import { cleanUpOnSignals, envInt, QUICK, reproduceCommand } from './env'
+import { cleanUpOnSignals, envInt, once, QUICK, reproduceCommand, requireTools } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { bindfsTarget, nativeTarget, replicafsTarget, type Target } from './targets'
 import { generateTree, type TreeStats } from './tree'
@@ -166,25 +166,20 @@ async function parallelWrite (t: Target, rep: number): Promise<void> {
 
 let work: string | null = null
 let targets: Target[] = []
-let cleaning: Promise<void> | null = null
 /** Set by a signal: no more steps start. */
 let aborted = false
 
-function cleanup (): Promise<void> {
-  if (cleaning !== null) return cleaning
-  cleaning = (async () => {
-    for (const c of running) c.kill('SIGKILL')
-    for (const t of targets) {
-      try { await t.teardown() } catch (err) { log(`teardown of ${t.name}: ${String(err)}`) }
-    }
-    if (work !== null) {
-      try {
-        cleanupDir(work, ...targets.flatMap(t => t.mnt !== undefined ? [t.mnt] : []))
-      } catch (err) { log(`removing ${work}: ${String(err)}`) }
-    }
-  })()
-  return cleaning
-}
+const cleanup = once(async () => {
+  for (const c of running) c.kill('SIGKILL')
+  for (const t of targets) {
+    try { await t.teardown() } catch (err) { log(`teardown of ${t.name}: ${String(err)}`) }
+  }
+  if (work !== null) {
+    try {
+      cleanupDir(work, ...targets.flatMap(t => t.mnt !== undefined ? [t.mnt] : []))
+    } catch (err) { log(`removing ${work}: ${String(err)}`) }
+  }
+})
 
 cleanUpOnSignals(sig => {
   aborted = true
@@ -193,10 +188,8 @@ cleanUpOnSignals(sig => {
 
 
 function preflight (): void {
-  if (process.getuid?.() !== 0) throw new Error('run as root (drop_caches, bindfs, FUSE)')
-  for (const [cmd, args] of [['bindfs', ['--version']], ['fusermount', ['-V']], ['dd', ['--version']], ['find', ['--version']], ['cp', ['--version']]] as const) {
-    try { execFileSync(cmd, [...args], { stdio: 'ignore' }) } catch { throw new Error(`${cmd} is needed`) }
-  }
+  requireTools('drop_caches, bindfs, FUSE', [['bindfs', ['--version']], ['fusermount', ['-V']], ['dd', ['--version']], ['find', ['--version']], ['cp', ['--version']]],
+    'native-deps/setup.sh --bench')
   try { accessSync('/proc/sys/vm/drop_caches', fsc.W_OK) } catch { throw new Error('/proc/sys/vm/drop_caches is not writable') }
 }
 

@@ -12,6 +12,7 @@ import * as fsp from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { mountFixture, type Fixture } from '../helpers/mount'
+import { code } from '../helpers/tree'
 
 const run = promisify(execFile)
 const PROBE = resolve(__dirname, 'probe.js')
@@ -34,16 +35,6 @@ async function probe (f: Fixture, base: string, steps: object[], asUser: boolean
   const ids = asUser ? { uid: NOBODY, gid: NOBODY } : {}
   const { stdout } = await run(process.execPath, [PROBE, base, file], { ...ids, env: CHILD_ENV, timeout: 60_000 })
   return JSON.parse(stdout) as Result[]
-}
-
-/** The errno code of a rejected promise, or 'ok'. */
-async function code (p: Promise<unknown>): Promise<string> {
-  try {
-    await p
-    return 'ok'
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err)
-  }
 }
 
 const sleep = (ms: number) => new Promise(res => setTimeout(res, ms))

@@ -10,14 +10,13 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFil
 import { appendFile, mkdir, open, rename, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { cleanupDir, isMounted, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { hashedKnownHostsLine, knownHostsHost, startSshd, type Sshd } from '../helpers/sshd'
+import { CHURN, code, diff, snapshot, temps } from '../helpers/tree'
 
 const run = promisify(execFile)
-const CHURN = resolve(__dirname, 'churn.js')
-const TEMP = /^\.replicafs\.[0-9a-f]{16}\.tmp$/
 const MiB = 1024 ** 2
 const sleep = (ms: number) => new Promise(res => setTimeout(res, ms))
 
@@ -53,6 +52,32 @@ function teardown (t: tap.Test, parts: { sshd?: () => Sshd | undefined, daemon?:
   })
 }
 
+interface Rig { d: Dirs, sshd: Sshd, daemon: Daemon | undefined }
+
+/** A temp tree, a harness sshd and (once a test starts it) a daemon, torn down in the order that works. */
+async function rig (t: tap.Test): Promise<Rig> {
+  const d = dirs()
+  const parts: { sshd?: Sshd, daemon?: Daemon } = {}
+  teardown(t, { sshd: () => parts.sshd, daemon: () => parts.daemon, d })
+  const sshd = await startSshd()
+  parts.sshd = sshd
+  return {
+    d,
+    sshd,
+    get daemon () { return parts.daemon },
+    set daemon (x) { parts.daemon = x },
+  }
+}
+
+/** `replicafs mount` of the rig's source to its sftp replica (and its file replica with `file`), plus `extra`. */
+function mountArgs (r: Rig, file: boolean, extra: string[]): string[] {
+  return [
+    'mount', r.d.source, r.d.mnt, ...stateDir(r.d.dir),
+    '--replica', sftpUrl(r.sshd, r.d.rsftp), ...(file ? ['--replica', `file://${r.d.rfile}`] : []),
+    '--identity', r.sshd.identity, '--known-hosts', r.sshd.knownHosts, ...extra,
+  ]
+}
+
 async function freePort (): Promise<number> {
   return new Promise((res, rej) => {
     const srv = net.createServer()
@@ -79,19 +104,6 @@ async function until (check: () => boolean, ms: number): Promise<boolean> {
     try { ok = check() } catch {}
     if (ok || Date.now() > end) return ok
     await sleep(100)
-  }
-}
-
-function temps (dir: string): string[] {
-  return (readdirSync(dir, { recursive: true, encoding: 'utf8' }) as string[]).filter(p => TEMP.test(p.split('/').pop() ?? ''))
-}
-
-async function code (p: Promise<unknown>): Promise<string> {
-  try {
-    await p
-    return 'ok'
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err)
   }
 }
 
@@ -188,16 +200,9 @@ t.test('host keys and connection failures at mount', async t => {
 })
 
 t.test('SIGSTOPped sftp replica, --quorum 1 met by a file replica: calls answer at once, it catches up', async t => {
-  const d = dirs()
-  let sshd: Sshd | undefined
-  let daemon: Daemon | undefined
-  teardown(t, { sshd: () => sshd, daemon: () => daemon, d })
-  sshd = await startSshd()
-  daemon = await startDaemon([
-    'mount', d.source, d.mnt, ...stateDir(d.dir),
-    '--replica', sftpUrl(sshd, d.rsftp), '--replica', `file://${d.rfile}`,
-    '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--quorum', '1', '--timeout', '2',
-  ])
+  const r = await rig(t)
+  const { d, sshd } = r
+  r.daemon = await startDaemon(mountArgs(r, true, ['--quorum', '1', '--timeout', '2']))
   await writeFile(join(d.mnt, 'before.txt'), 'before')
   // quorum 1: the call may answer before the sftp replica applied it
   t.ok(await until(() => text(join(d.rsftp, 'before.txt')) === 'before', 5000), 'the sftp replica follows before the pause')
@@ -232,19 +237,11 @@ t.test('SIGSTOPped sftp replica, --quorum 1 met by a file replica: calls answer 
 })
 
 t.test('sync mode, --quorum 1: what a frozen replica missed survives a SIGKILL of the daemon', async t => {
-  const d = dirs()
-  let sshd: Sshd | undefined
-  let daemon: Daemon | undefined
-  teardown(t, { sshd: () => sshd, daemon: () => daemon, d })
-  sshd = await startSshd()
-  const args = [
-    'mount', d.source, d.mnt, ...stateDir(d.dir),
-    '--replica', sftpUrl(sshd, d.rsftp), '--replica', `file://${d.rfile}`,
-    '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--quorum', '1', '--timeout', '2',
-    // The journal alone must bring the replica up to date.
-    '--no-reconcile',
-  ]
-  daemon = await startDaemon(args)
+  const r = await rig(t)
+  const { d, sshd } = r
+  // --no-reconcile: the journal alone must bring the replica up to date.
+  const args = mountArgs(r, true, ['--quorum', '1', '--timeout', '2', '--no-reconcile'])
+  const first = r.daemon = await startDaemon(args)
   sshd.pause()
   await writeFile(join(d.mnt, 'missed.txt'), 'written while the sftp replica was frozen')
   await mkdir(join(d.mnt, 'missed-dir'))
@@ -252,28 +249,21 @@ t.test('sync mode, --quorum 1: what a frozen replica missed survives a SIGKILL o
   t.equal(text(join(d.rfile, 'missed-dir', 'moved.txt')), 'written while the sftp replica was frozen', 'the file replica met the quorum')
   t.notOk(existsSync(join(d.rsftp, 'missed-dir')), 'the frozen sftp replica has nothing yet')
 
-  daemon.child.kill('SIGKILL')
-  await daemon.exited
-  daemon = undefined
+  first.child.kill('SIGKILL')
+  await first.exited
+  r.daemon = undefined
   sshd.resume()
-  daemon = await startDaemon(args)
-  t.match(daemon.stderr, /replaying \d+ changes from the journal/, 'the restart replays the journal to the replica that missed it')
+  const second = r.daemon = await startDaemon(args)
+  t.match(second.stderr, /replaying \d+ changes from the journal/, 'the restart replays the journal to the replica that missed it')
   t.equal(text(join(d.rsftp, 'missed-dir', 'moved.txt')), 'written while the sftp replica was frozen', 'the sftp replica has every change once mounted again')
   t.notOk(existsSync(join(d.rsftp, 'missed.txt')), 'and the rename, not a copy')
   t.same(temps(d.rsftp), [], 'no temp file left on the sftp replica')
 })
 
 t.test('SIGSTOPped single sftp replica (quorum = all): EIO after --timeout, the source keeps it, the replica gets it after resume', async t => {
-  const d = dirs()
-  let sshd: Sshd | undefined
-  let daemon: Daemon | undefined
-  teardown(t, { sshd: () => sshd, daemon: () => daemon, d })
-  sshd = await startSshd()
-  daemon = await startDaemon([
-    'mount', d.source, d.mnt, ...stateDir(d.dir),
-    '--replica', sftpUrl(sshd, d.rsftp),
-    '--identity', sshd.identity, '--known-hosts', sshd.knownHosts, '--timeout', '2',
-  ])
+  const r = await rig(t)
+  const { d, sshd } = r
+  r.daemon = await startDaemon(mountArgs(r, false, ['--timeout', '2']))
   await writeFile(join(d.mnt, 'base.txt'), 'base content')
   t.equal(text(join(d.rsftp, 'base.txt')), 'base content', 'in sync before the pause')
   const fh = await open(join(d.mnt, 'base.txt'), 'r+')
@@ -308,44 +298,10 @@ t.test('SIGSTOPped single sftp replica (quorum = all): EIO after --timeout, the 
   t.same(temps(d.rsftp), [], 'no temp file left on the replica')
 })
 
-interface Snapshot { entries: Record<string, Record<string, unknown>>, linkGroups: string[] }
-
-async function snapshot (dir: string): Promise<Snapshot> {
-  const { stdout } = await run(process.execPath, [CHURN, 'snapshot', dir], { maxBuffer: 64 * MiB, timeout: 60_000 })
-  return JSON.parse(stdout) as Snapshot
-}
-
-function diff (want: Snapshot, got: Snapshot): string[] {
-  const out: string[] = []
-  for (const p of [...new Set([...Object.keys(want.entries), ...Object.keys(got.entries)])].sort()) {
-    const a = want.entries[p]
-    const b = got.entries[p]
-    if (a === undefined || b === undefined) {
-      out.push(`${p}: ${a === undefined ? `only on the replica (${String(b?.type)})` : `missing on the replica (${String(a.type)})`}`)
-      continue
-    }
-    const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(k => a[k] !== b[k])
-    if (fields.length > 0) out.push(`${p}: ${fields.map(k => k === 'sha256' ? 'content' : `${k} ${String(a[k])}≠${String(b[k])}`).join(', ')}`)
-  }
-  const wg = new Set(want.linkGroups)
-  const gg = new Set(got.linkGroups)
-  for (const g of wg) if (!gg.has(g)) out.push(`hard link group missing on the replica: ${g}`)
-  for (const g of gg) if (!wg.has(g)) out.push(`hard link group only on the replica: ${g}`)
-  return out
-}
-
 t.test('sshd stopped mid-churn and restarted, --quorum 1 with a file replica: both replicas equal the source after SIGTERM', async t => {
-  const d = dirs()
-  let sshd: Sshd | undefined
-  let daemon: Daemon | undefined
-  teardown(t, { sshd: () => sshd, daemon: () => daemon, d })
-  sshd = await startSshd()
-  const s = sshd
-  daemon = await startDaemon([
-    'mount', d.source, d.mnt, ...stateDir(d.dir),
-    '--replica', sftpUrl(s, d.rsftp), '--replica', `file://${d.rfile}`,
-    '--identity', s.identity, '--known-hosts', s.knownHosts, '--quorum', '1', '--timeout', '30',
-  ])
+  const r = await rig(t)
+  const { d, sshd: s } = r
+  const daemon = r.daemon = await startDaemon(mountArgs(r, true, ['--quorum', '1', '--timeout', '30']))
   // No hard links and no files held open: those diverge for reasons of their own (see
   // replicate.ts); this test is about the outage.
   const started = Date.now()

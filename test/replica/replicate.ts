@@ -22,10 +22,9 @@ import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
+import { CHURN, TEMP, diff, snapshot, temps } from '../helpers/tree'
 
 const run = promisify(execFile)
-const CHURN = resolve(__dirname, 'churn.js')
-const TEMP = /^\.replicafs\.[0-9a-f]{16}\.tmp$/
 const MiB = 1024 ** 2
 
 interface Rig {
@@ -82,40 +81,7 @@ function daemonLog (d: Daemon): string {
   return d.stderr.split('\n').filter(l => /warn|error|fail|Error/.test(l)).slice(0, 30).join('\n')
 }
 
-/** Hidden temp names anywhere under `dir`. */
-function temps (dir: string): string[] {
-  return (readdirSync(dir, { recursive: true, encoding: 'utf8' }) as string[])
-    .filter(p => TEMP.test(p.split('/').pop() ?? ''))
-}
-
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
-
-interface Snapshot { entries: Record<string, Record<string, unknown>>, linkGroups: string[] }
-
-async function snapshot (dir: string): Promise<Snapshot> {
-  const { stdout } = await run(process.execPath, [CHURN, 'snapshot', dir], { maxBuffer: 64 * MiB, timeout: 60_000 })
-  return JSON.parse(stdout) as Snapshot
-}
-
-/** Differences of `got` from `want`, one short line per path (empty: equal). */
-function diff (want: Snapshot, got: Snapshot, ignore: string[] = []): string[] {
-  const out: string[] = []
-  for (const p of [...new Set([...Object.keys(want.entries), ...Object.keys(got.entries)])].sort()) {
-    const a = want.entries[p]
-    const b = got.entries[p]
-    if (a === undefined || b === undefined) {
-      out.push(`${p}: ${a === undefined ? `only on the replica (${String(b?.type)})` : `missing on the replica (${String(a.type)})`}`)
-      continue
-    }
-    const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(k => !ignore.includes(k) && a[k] !== b[k])
-    if (fields.length > 0) out.push(`${p}: ${fields.map(k => k === 'sha256' ? 'content' : `${k} ${String(a[k])}≠${String(b[k])}`).join(', ')}`)
-  }
-  const wg = new Set(want.linkGroups)
-  const gg = new Set(got.linkGroups)
-  for (const g of wg) if (!gg.has(g)) out.push(`hard link group missing on the replica: ${g}`)
-  for (const g of gg) if (!wg.has(g)) out.push(`hard link group only on the replica: ${g}`)
-  return out
-}
 
 function noTemps (t: tap.Test, r: Rig, when: string): void {
   for (const [label, dir] of r.replicas) t.same(temps(dir), [], `${when}: no temp file left on the ${label}`)
