@@ -5,6 +5,7 @@ import type { Category, Logger } from './log'
 const LOG_EVERY_MS = 5000
 /** How often the bar is redrawn on a terminal. */
 const DRAW_EVERY_MS = 200
+const COUNT_AFTER_MS = 250
 
 /** Nodes below `dir` (a byte path), walked without following symlinks: a reconcile's total. */
 export async function countTree (dir: Buffer): Promise<number> {
@@ -30,12 +31,14 @@ export interface Done { checked: number, bytes: number }
 /**
  * Shows a long walk's progress until the returned function is called: on a terminal a bar
  * (cli-progress: nodes checked of the total, bytes copied, rate, ETA), otherwise a log line
- * every few seconds. `total` resolves once the source is counted (counted alongside).
+ * every few seconds. `total` counts the source, alongside the walk, once it has taken a while.
  */
-export function progress (category: Category, label: string, done: () => Done, total: Promise<number>, log: Logger): () => void {
+export function progress (category: Category, label: string, done: () => Done, total: () => Promise<number>, log: Logger): () => void {
   const started = Date.now()
   let known: number | null = null
-  void total.then(n => { known = n })
+  // Counted only once the walk has taken a while: a quick one (a pass that finds nothing to
+  // do) would spend a good part of its time counting.
+  const counting = setTimeout(() => { void total().then(n => { known = n }) }, COUNT_AFTER_MS)
   const rate = (bytes: number) => (bytes / 1e6 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1)
 
   if (process.stderr.isTTY === true) {
@@ -56,6 +59,7 @@ export function progress (category: Category, label: string, done: () => Done, t
     }
     const timer = setInterval(draw, DRAW_EVERY_MS)
     return () => {
+      clearTimeout(counting)
       clearInterval(timer)
       draw()
       bar.stop()
@@ -69,5 +73,8 @@ export function progress (category: Category, label: string, done: () => Done, t
     const eta = known !== null && d.checked > 0 && known > d.checked ? `, ETA ${Math.round(secs * (known - d.checked) / d.checked)} s` : ''
     log.info(category, `${label}: ${d.checked}${of} checked, ${(d.bytes / 1e6).toFixed(1)} MB copied, ${rate(d.bytes)} MB/s${eta}`)
   }, LOG_EVERY_MS)
-  return () => clearInterval(timer)
+  return () => {
+    clearTimeout(counting)
+    clearInterval(timer)
+  }
 }

@@ -50,6 +50,7 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
   const json = command === 'verify' && v.json === true
   const fix = command === 'resync' && v['dry-run'] !== true
   const prefix = command === 'resync' ? (fix ? 'fixed: ' : 'would fix: ') : ''
+  const out = new LineBuffer()
   const replicas = await connectReplicas(c, log)
   const report: Array<{ url: string, equal: boolean, differences: Difference[], errors: string[] }> = []
   let status: number = EXIT.ok
@@ -62,9 +63,10 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
         excludes: c.excludes.length > 0 ? new Excludes(c.excludes) : null,
         found: d => {
           if (json) differences.push({ ...d, path: text(d.path), source: text(d.source), replica: text(d.replica) })
-          else process.stdout.write(line(r.url, d, prefix))
+          else out.push(line(r.url, d, prefix))
         },
       }, log)
+      out.flush()
       for (const e of s.errors) log.error(command === 'verify' ? 'verify' : 'reconcile', `${r.url}: ${e}`)
       const equal = s.differences === 0 && s.errors.length === 0
       report.push({ url: r.url, equal, differences, errors: s.errors })
@@ -77,8 +79,35 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
       }
     }
   } finally {
+    out.flush()
     await Promise.all(replicas.map(r => r.close()))
   }
   if (json) process.stdout.write(JSON.stringify({ equal: report.every(r => r.equal), replicas: report }, null, 2) + '\n')
   return status
+}
+
+/**
+ * Lines for stdout, written a few dozen KiB at a time (and at least every 200 ms): a resync
+ * to an empty replica reports every file, and a write each would cost a system call each.
+ */
+class LineBuffer {
+  readonly #lines: Buffer[] = []
+  #bytes = 0
+  #timer: NodeJS.Timeout | null = null
+
+  push (line: Buffer): void {
+    this.#lines.push(line)
+    this.#bytes += line.length
+    if (this.#bytes >= 64 * 1024) this.flush()
+    else this.#timer ??= setTimeout(() => this.flush(), 200)
+  }
+
+  flush (): void {
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = null
+    if (this.#lines.length === 0) return
+    process.stdout.write(Buffer.concat(this.#lines, this.#bytes))
+    this.#lines.length = 0
+    this.#bytes = 0
+  }
 }

@@ -50,6 +50,44 @@ export interface Replica {
   readlink (path: string): Promise<string>
   /** SHA-256 of a file's content, hex, by streaming reads (verify --checksum). */
   hash (path: string): Promise<string>
+  /**
+   * A stream of whole files into the replica, where it has a faster way than file by file
+   * (over SSH: one `tar -x` on the backup); null where it has not.
+   */
+  files?(): Promise<FileSink | null>
+}
+
+/** What a FileSink is given: `target` is a symlink's, or the earlier path a hard link names. */
+export type SinkEntry = { mode: number, uid: number, gid: number, mtime: number } & (
+  | { type: 'file', size: number }
+  | { type: 'dir' | 'fifo' }
+  | { type: 'symlink' | 'link', target: string })
+
+/**
+ * Whole files (and trees), one after another, written into a replica in one stream. Like a stream's
+ * write, `add` and `write` say false when the caller should wait for `drained` before more;
+ * they throw once the stream has failed.
+ */
+export interface FileSink {
+  /** Throws where `path` cannot be sent (a name the replica cannot spell): nothing is sent. */
+  accepts (path: string): void
+  /**
+   * Starts an entry (created, or replaced): a file's exactly `size` bytes of `write` follow.
+   * A directory's entries may follow it, under its path.
+   */
+  add (path: string, f: SinkEntry): boolean
+  /** The next bytes of the current file. */
+  write (data: Buffer): boolean
+  /** Resolves when the stream takes more; rejects if it has failed. */
+  drained (): Promise<void>
+  /**
+   * Ends the stream. Resolves with null once the replica holds every entry added; with an
+   * error where some could not be made but the others are there (each is to be checked);
+   * rejects where the stream broke (none is to be trusted).
+   */
+  end (): Promise<ReplicaError | null>
+  /** Gives up: files added may be there in part, under their names. */
+  abort (): void
 }
 
 export interface RemoteHandle { readonly path: string }

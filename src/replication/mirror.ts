@@ -1,7 +1,6 @@
-import { open, readlink } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { E } from '../errors'
-import { fileReaddirBytes } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { SourceTree } from './source'
@@ -65,7 +64,7 @@ export class Mirror {
     if (st.isDirectory()) {
       if (remote !== null && !sameType) await this.#remove(path)
       if (!sameType) await this.#r.mkdir(path, st.mode & 0o7777)
-      const names = new Set(await fileReaddirBytes(this.#tree.path(path)))
+      const names = new Set(this.#tree.readdir(path))
       for (const name of await this.#r.readdir(path)) {
         if (names.has(name)) continue
         const p = join(path, name)
@@ -78,8 +77,7 @@ export class Mirror {
       // A file replaces a file atomically (#copy renames over it); anything else goes first.
       if (remote !== null && !(sameType && st.isFile())) await this.#remove(path)
       if (st.isSymbolicLink()) {
-        const target = (await readlink(this.#tree.path(path), { encoding: 'buffer' })).toString('latin1')
-        await this.#r.symlink(target, path)
+        await this.#r.symlink(this.#tree.readlink(path), path)
       } else if (st.isFIFO()) {
         await this.#r.mkfifo(path, st.mode)
       } else if (st.isFile()) {

@@ -1,10 +1,11 @@
-import { lstat, open, readlink } from 'node:fs/promises'
+import { lstat, open } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { E } from '../errors'
-import { fileReaddirBytes, hashFile } from '../replica/file'
+import { hashFile } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { SourceTree } from './source'
+import { Streamer } from './streamer'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
@@ -13,7 +14,6 @@ const CHUNK = 256 * 1024
 const LISTINGS = 8
 /** Writes of one file's copy in flight at once. */
 const WRITES_AHEAD = 8
-
 export type DiffKind = 'missing' | 'extra' | 'type' | 'size' | 'content' | 'mode' | 'mtime' | 'link target' | 'owner'
 
 /** One way a replica differs from the source at `path`. */
@@ -85,6 +85,13 @@ export class Reconciler {
   /** Hard link groups: source inode -> the first name copied, and when its copy is done. */
   readonly #groups = new Map<number, { path: string, done: Promise<void> }>()
   #temp = 0
+  /**
+   * Where the replica takes a stream of files (a backup that runs tar), copies go that way;
+   * asked at the first difference to fix.
+   */
+  #streamer: Promise<Streamer | null> | undefined = undefined
+  /** Later names of hard link groups, waiting for their first to be streamed and placed. */
+  readonly #links = new Set<Promise<void>>()
 
   /** @param root the source directory, as a byte string (latin1). */
   constructor (root: string, replica: Replica, o: ReconcileOptions) {
@@ -97,12 +104,22 @@ export class Reconciler {
     const src = await lstat(this.#tree.path('/'))
     const rem = await this.#r.lstat('/')
     if (rem === null) throw new ReplicaError(`${this.#r.url}: the replica's root does not exist`, E.ENOENT)
-    await this.#dir('/', src, rem)
-    await Promise.all(this.#copies)
+    try {
+      await this.#dir('/', src, rem)
+      await (await this.#streamer)?.finish()
+      while (this.#links.size > 0) await Promise.all(this.#links)
+      await Promise.all(this.#copies)
+    } catch (err) {
+      // The walk failed: a stream still open is given up (its temp files are extras next time).
+      ;(await this.#streamer)?.abort()
+      throw err
+    }
     return this.stats
   }
 
   #differs (path: string, kind: DiffKind, source: string, replica: string): void {
+    // Something is to be fixed: whether the replica takes a stream is asked now, alongside.
+    if (this.#o.fix) this.#streamer ??= this.#openStreamer()
     this.stats.differences++
     this.#o.found?.({ path, kind, source, replica })
   }
@@ -117,7 +134,7 @@ export class Reconciler {
     const theirs = new Map<string, RemoteStat>()
     await this.#listings.take()
     try {
-      names = await fileReaddirBytes(this.#tree.path(path))
+      names = this.#tree.readdir(path)
       for (const e of await this.#r.list(path)) theirs.set(e.name, e.stat)
     } catch (err) {
       this.#failed(path, err)
@@ -128,16 +145,21 @@ export class Reconciler {
     // Directories on both sides are walked together once this one is done: several listings
     // in flight hide the round trips.
     const subdirs: Array<() => Promise<void>> = []
+    // Symlinks on both sides: their targets are read at once (a round trip each, in flight
+    // together), not one after another. Nothing else of theirs depends on order.
+    const links: Array<Promise<void>> = []
     const ex = this.#o.excludes
     for (const name of [...new Set([...names, ...theirs.keys()])].sort()) {
       const p = join(path, name)
       const s = this.#tree.lstat(p)
       const r = theirs.get(name) ?? null
-      const remoteDir = r !== null && (r.mode & S_IFMT) === 0o040000
-      if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : remoteDir)) continue
-      if (s !== null && s.isDirectory() && remoteDir) subdirs.push(() => this.#node(p, s, r))
+      const remoteKind = r !== null ? r.mode & S_IFMT : 0
+      if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : remoteKind === 0o040000)) continue
+      if (s !== null && s.isDirectory() && remoteKind === 0o040000) subdirs.push(() => this.#node(p, s, r))
+      else if (s !== null && s.isSymbolicLink() && remoteKind === 0o120000) links.push(this.#node(p, s, r))
       else await this.#node(p, s, r)
     }
+    await Promise.all(links)
     await Promise.all(subdirs.map(walk => walk()))
   }
 
@@ -170,6 +192,11 @@ export class Reconciler {
 
   /** Made on the replica, where it was missing or of another type. */
   async #create (path: string, src: Stats): Promise<void> {
+    if (src.isDirectory() && this.#o.fix) {
+      this.#streamer ??= this.#openStreamer()
+      const streamer = await this.#streamer
+      if (streamer !== null && streamer.sendsWhole(path)) return this.#streamTree(streamer, path, src)
+    }
     if (src.isDirectory()) {
       if (this.#o.fix) await this.#r.mkdir(path, src.mode & 0o7777)
       const made = this.#o.fix ? await this.#r.lstat(path) : null
@@ -179,7 +206,7 @@ export class Reconciler {
     }
     if (!this.#o.fix) return
     if (src.isSymbolicLink()) {
-      await this.#r.symlink(await this.#target(path), path)
+      await this.#r.symlink(this.#tree.readlink(path), path)
       await this.#r.chown(path, src.uid, src.gid)
     } else if (src.isFile()) {
       await this.#copy(path, src)
@@ -190,7 +217,7 @@ export class Reconciler {
   }
 
   async #listMissing (path: string): Promise<void> {
-    for (const name of (await fileReaddirBytes(this.#tree.path(path))).sort()) {
+    for (const name of this.#tree.readdir(path).sort()) {
       const p = join(path, name)
       const st = this.#tree.lstat(p)
       if (st === null || this.#o.excludes?.matches(p, st.isDirectory()) === true) continue
@@ -200,12 +227,8 @@ export class Reconciler {
     }
   }
 
-  async #target (path: string): Promise<string> {
-    return (await readlink(this.#tree.path(path), { encoding: 'buffer' })).toString('latin1')
-  }
-
   async #symlink (path: string, src: Stats, rem: RemoteStat): Promise<void> {
-    const want = await this.#target(path)
+    const want = this.#tree.readlink(path)
     const have = await this.#r.readlink(path)
     if (want !== have) {
       this.#differs(path, 'link target', want, have)
@@ -257,6 +280,9 @@ export class Reconciler {
 
   /** Starts a copy (or a hard link to the group's first name), at most `parallel` at once. */
   async #copy (path: string, src: Stats): Promise<void> {
+    this.#streamer ??= this.#openStreamer()
+    const streamer = await this.#streamer
+    if (streamer !== null) return this.#streamed(streamer, path, src)
     await this.#slot()
     const group = src.nlink > 1 ? this.#groups.get(src.ino) : undefined
     const work = (async () => {
@@ -269,6 +295,56 @@ export class Reconciler {
     if (src.nlink > 1 && group === undefined) this.#groups.set(src.ino, { path, done: work })
     this.#copies.add(work)
     void work.finally(() => this.#copies.delete(work))
+  }
+
+  #openStreamer (): Promise<Streamer | null> {
+    return Streamer.open(this.#r, this.#tree, this.stats, (path, err) => this.#failed(path, err))
+  }
+
+  /**
+   * A missing directory, whole, through the replica's file stream: under a temporary name,
+   * renamed into place once all of it is there. Each node below is reported missing.
+   */
+  async #streamTree (streamer: Streamer, path: string, src: Stats): Promise<void> {
+    let settled!: () => void
+    const placed = new Promise<void>(resolve => { settled = resolve })
+    await streamer.add(path, this.#tempFor(path), src, settled, {
+      include: (p, st) => {
+        if (this.#o.excludes?.matches(p, st.isDirectory()) === true) return false
+        this.stats.checked++
+        this.#differs(p, 'missing', kindOf(st.mode), '')
+        return true
+      },
+      linked: (p, st) => {
+        const group = this.#groups.get(st.ino)
+        if (group === undefined) {
+          this.#groups.set(st.ino, { path: p, done: placed })
+          return
+        }
+        // Its first name is elsewhere: it becomes another name of that one, once both are in place.
+        const work = Promise.all([group.done, placed]).then(() => this.#linked(group.path, p)).then(() => {}, err => this.#failed(p, err))
+        this.#links.add(work)
+        void work.finally(() => this.#links.delete(work))
+      },
+    })
+  }
+
+  /** A copy through the replica's file stream (or, for a later name of a group, a link). */
+  async #streamed (streamer: Streamer, path: string, src: Stats): Promise<void> {
+    const group = src.nlink > 1 ? this.#groups.get(src.ino) : undefined
+    if (group !== undefined) {
+      // Linked to the first once that is in place: it waits for the end of its stream.
+      const work = (async () => {
+        await group.done
+        if (!(await this.#linked(group.path, path))) await this.#copyFile(path, src)
+      })().catch(err => this.#failed(path, err))
+      this.#links.add(work)
+      void work.finally(() => this.#links.delete(work))
+      return
+    }
+    let settled: (() => void) | undefined
+    if (src.nlink > 1) this.#groups.set(src.ino, { path, done: new Promise<void>(resolve => { settled = resolve }) })
+    await streamer.add(path, this.#tempFor(path), src, settled)
   }
 
   /** Waits for a free copy slot. */

@@ -55,7 +55,7 @@ export async function connectReplicas (c: ReplicaConfig, log: Logger): Promise<R
 export async function reconcile (sourceBytes: string, replica: Replica, o: Omit<ReconcileOptions, 'parallel'>, log: Logger): Promise<ReconcileStats> {
   const r = new Reconciler(sourceBytes, replica, { ...o, parallel: RECONCILE_PARALLEL })
   const category = o.fix ? 'reconcile' : 'verify'
-  const stop = progress(category, `${category} ${replica.url}`, () => r.stats, countTree(Buffer.from(sourceBytes, 'latin1')), log)
+  const stop = progress(category, `${category} ${replica.url}`, () => r.stats, () => countTree(Buffer.from(sourceBytes, 'latin1')), log)
   try {
     return await r.run()
   } catch (err) {

@@ -1,4 +1,4 @@
-import { lstatSync, type Stats } from 'node:fs'
+import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs'
 
 /**
  * The source tree as a resync or a reconcile reads it: `root` and paths are byte strings
@@ -27,5 +27,68 @@ export class SourceTree {
       if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null
       throw err
     }
+  }
+
+  /** The names in a directory, as byte strings. Synchronous too, for the same reason. */
+  readdir (path: string): string[] {
+    return readdirSync(this.path(path), { encoding: 'buffer' }).map(n => n.toString('latin1'))
+  }
+
+  /** A symlink's target, as a byte string. */
+  readlink (path: string): string {
+    return readlinkSync(this.path(path), { encoding: 'buffer' }).toString('latin1')
+  }
+
+  /**
+   * The first `size` bytes of a file, read at once: zeros after its end where it shrank since
+   * it was looked at (its size and time differ then, and the next pass copies it again).
+   */
+  readWhole (path: string, size: number): Buffer {
+    const fd = this.open(path)
+    try {
+      return this.readAt(fd, Buffer.allocUnsafe(size), 0)
+    } finally {
+      closeSync(fd)
+    }
+  }
+
+  open (path: string): number {
+    return openSync(this.path(path), 'r')
+  }
+
+  /** Fills `buf` from offset `at` of the open file: zeros past its end. */
+  readAt (fd: number, buf: Buffer, at: number): Buffer {
+    let n = 0
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, at + n)
+      if (got === 0) break
+      n += got
+    }
+    return buf.fill(0, n)
+  }
+
+  close (fd: number): void {
+    closeSync(fd)
+  }
+
+  /**
+   * Whether the tree below `path` holds at most `files` nodes and `bytes` bytes of files: it
+   * stops counting as soon as it has seen more.
+   */
+  within (path: string, files: number, bytes: number): boolean {
+    let n = 0
+    let b = 0
+    const walk = (dir: string): boolean => {
+      for (const name of this.readdir(dir)) {
+        const p = `${dir}/${name}`
+        const st = this.lstat(p)
+        if (st === null) continue
+        b += st.isFile() ? st.size : 0
+        if (++n > files || b > bytes) return false
+        if (st.isDirectory() && !walk(p)) return false
+      }
+      return true
+    }
+    return walk(path)
   }
 }

@@ -1,0 +1,329 @@
+import type { Stats } from 'node:fs'
+import { E } from '../errors'
+import { ReplicaError, type FileSink, type Replica, type SinkEntry } from '../replica/replica'
+import type { SourceTree } from './source'
+
+/** A file up to this size is read whole, in one go, when its turn comes. */
+const READ_WHOLE = 1024 * 1024
+/** A larger one, in pieces of this size. */
+const CHUNK = 256 * 1024
+/**
+ * Files queued at most: the walk stays ahead of the stream (a missing directory takes a few
+ * round trips before its files are known) without holding the whole tree in memory.
+ */
+const QUEUED = 1024
+/** A stream is ended, and its files renamed into place, after this many files or bytes. */
+const BATCH_FILES = 2000
+const BATCH_BYTES = 256 * 1024 * 1024
+
+interface Entry {
+  path: string
+  temp: string
+  src: Stats
+  /** Called once the file is in place, or has failed (hard link groups wait for their first). */
+  settled?: () => void
+  /** A missing directory: its whole tree is sent, under `temp`, and renamed into place at once. */
+  tree?: TreeHooks
+  /** Files of the tree that could not be read in full: deleted once it is in place. */
+  broken?: string[]
+  /** Files sent in the tree. */
+  files?: number
+}
+
+/** What a reconcile is told of a tree as it is sent. */
+export interface TreeHooks {
+  /** Each node below the tree's root, before it is sent: false leaves it out (excluded). */
+  include (path: string, st: Stats): boolean
+  /**
+   * A file with other names outside this tree: where its group already has a first name,
+   * the reconcile links it there once the tree is in place.
+   */
+  linked (path: string, st: Stats): void
+}
+
+/**
+ * A failure of the source file alone: the stream goes on without it. `sent`: its header (and
+ * zeros for what could not be read) went already.
+ */
+class Unreadable {
+  constructor (readonly err: unknown, readonly sent: boolean) {}
+}
+
+/** One stream: the files written into it are renamed into place when it has ended. */
+interface Batch {
+  sink: FileSink
+  files: number
+  bytes: number
+  entries: Entry[]
+}
+
+export interface StreamerStats { copied: number, bytes: number }
+
+/**
+ * Copies for a reconcile, through a replica's file stream (a backup that runs tar): files are
+ * queued by the walk, written into the stream one after another by a single loop (read from
+ * the source synchronously: from the page cache that takes microseconds, where a trip through
+ * the thread pool for each open, read and close takes several times that), each under a
+ * temporary name, and renamed into place when their stream ends. A reader on the backup never
+ * sees a file in part; a crash leaves temporary files, which the next reconcile deletes.
+ */
+export class Streamer {
+  readonly #r: Replica
+  readonly #tree: SourceTree
+  readonly #stats: StreamerStats
+  readonly #failed: (path: string, err: unknown) => void
+  /** A stream opened ahead, for the next batch. */
+  #spare: Promise<FileSink | null> | null
+  #batch: Batch | null = null
+  readonly #queue: Entry[] = []
+  #head = 0
+  #loop: Promise<void> | null = null
+  /** The walk, waiting for room in the queue. */
+  #waiting: Array<() => void> = []
+  readonly #ending = new Set<Promise<void>>()
+  /** The last stream ended: settled once its tar has exited. */
+  #previous: Promise<void> = Promise.resolve()
+  #finished = false
+
+  /** A streamer for `r`, or null where it takes no stream of files. */
+  static async open (r: Replica, tree: SourceTree, stats: StreamerStats, failed: (path: string, err: unknown) => void): Promise<Streamer | null> {
+    const first = await r.files?.().catch(() => null) ?? null
+    return first === null ? null : new Streamer(r, tree, stats, failed, first)
+  }
+
+  private constructor (r: Replica, tree: SourceTree, stats: StreamerStats, failed: (path: string, err: unknown) => void, first: FileSink) {
+    this.#r = r
+    this.#tree = tree
+    this.#stats = stats
+    this.#failed = failed
+    this.#spare = Promise.resolve(first)
+  }
+
+  /**
+   * Queues the file `path` to be written under `temp` and renamed; resolves once the queue
+   * has room (the walk waits for that, not for the copy).
+   */
+  async add (path: string, temp: string, src: Stats, settled?: () => void, tree?: TreeHooks): Promise<void> {
+    this.#queue.push({ path, temp, src, settled, tree })
+    this.#loop ??= this.#run()
+    if (this.#queue.length - this.#head >= QUEUED) await new Promise<void>(resolve => this.#waiting.push(resolve))
+  }
+
+  /** Once the walk is done: resolves when every queued file is in place (or has failed). */
+  async finish (): Promise<void> {
+    this.#finished = true
+    while (this.#loop !== null) await this.#loop
+    if (this.#batch !== null) this.#end(this.#batch)
+    while (this.#ending.size > 0) await Promise.all(this.#ending)
+    this.#abortSpare()
+  }
+
+  /**
+   * Whether the missing directory `path` is sent whole (add with tree hooks): where it is no
+   * bigger than one stream, so that an interrupted reconcile loses no more than that (a tree
+   * left under its temporary name is deleted by the next one). A bigger one is made and
+   * walked, and its parts sent.
+   */
+  sendsWhole (path: string): boolean {
+    return this.#tree.within(path, BATCH_FILES, BATCH_BYTES)
+  }
+
+  /** Gives up (the walk failed): files not yet renamed stay under their temporary names. */
+  abort (): void {
+    this.#batch?.sink.abort()
+    this.#batch = null
+    this.#abortSpare()
+  }
+
+  #abortSpare (): void {
+    void this.#spare?.then(s => s?.abort(), () => {})
+    this.#spare = null
+  }
+
+  async #run (): Promise<void> {
+    try {
+      while (this.#head < this.#queue.length) {
+        const e = this.#queue[this.#head++]!
+        if (this.#head === this.#queue.length) {
+          this.#queue.length = 0
+          this.#head = 0
+        }
+        if (this.#waiting.length > 0 && this.#queue.length - this.#head < QUEUED / 2) {
+          for (const wake of this.#waiting.splice(0)) wake()
+        }
+        await this.#write(e)
+      }
+    } finally {
+      this.#loop = null
+    }
+  }
+
+  async #write (e: Entry): Promise<void> {
+    let batch: Batch
+    try {
+      batch = e.tree !== undefined ? await this.#sendTree(e, e.tree) : await this.#emit(e.temp, e.path, e.src)
+    } catch (err) {
+      return this.#settle(e, err instanceof Unreadable ? err.err : err)
+    }
+    // Renamed when the stream its last bytes went into ends (pushed before anything awaits:
+    // that stream may be ending already).
+    batch.entries.push(e)
+  }
+
+  /** A missing directory and everything below it, depth first, under `e.temp`. */
+  async #sendTree (e: Entry, hooks: TreeHooks): Promise<Batch> {
+    // Hard link groups within the tree: inode -> where its first name went.
+    const firsts = new Map<number, string>()
+    const walk = async (path: string, to: string, st: Stats): Promise<Batch> => {
+      let batch = await this.#emit(to, path, st)
+      for (const name of this.#tree.readdir(path).sort()) {
+        const p = `${path}/${name}`
+        const t = `${to}/${name}`
+        const s = this.#tree.lstat(p)
+        if (s === null || !hooks.include(p, s)) continue
+        try {
+          if (s.isDirectory()) {
+            batch = await walk(p, t, s)
+            continue
+          }
+          if (s.isFile() && s.nlink > 1) {
+            const first = firsts.get(s.ino)
+            if (first !== undefined) {
+              batch = await this.#emit(t, p, s, first)
+              continue
+            }
+            firsts.set(s.ino, t)
+            hooks.linked(p, s)
+          }
+          batch = await this.#emit(t, p, s)
+          if (s.isFile()) e.files = (e.files ?? 0) + 1
+        } catch (err) {
+          if (!(err instanceof Unreadable)) throw err
+          // Left out; the next pass finds it missing (where zeros went in its place, they are
+          // deleted once the tree is in place).
+          this.#failed(p, err.err)
+          if (err.sent) (e.broken ??= []).push(p)
+        }
+      }
+      return batch
+    }
+    return walk(e.path, e.temp, e.src)
+  }
+
+  /**
+   * One node into the current stream, as `to`: a file's bytes read from `path` (or, with
+   * `first`, a hard link to that earlier entry). Resolves with the stream it went into, ended
+   * already when that made it full. Rejects with an Unreadable where the source failed, or
+   * with the stream's failure (then every file in that stream failed with it).
+   */
+  async #emit (to: string, path: string, st: Stats, first?: string): Promise<Batch> {
+    const batch = this.#batch ??= { sink: await this.#sink(), files: 0, bytes: 0, entries: [] }
+    const base = { mode: st.mode, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) }
+    let entry: SinkEntry
+    let data: Buffer | null = null
+    let fd: number | null = null
+    const size = first === undefined && st.isFile() ? st.size : 0
+    try {
+      // Read (or opened) before the header goes: a file that is gone fails alone.
+      if (first !== undefined) entry = { ...base, type: 'link', target: first }
+      else if (st.isFile()) entry = { ...base, type: 'file', size }
+      else if (st.isDirectory()) entry = { ...base, type: 'dir' }
+      else if (st.isSymbolicLink()) entry = { ...base, type: 'symlink', target: this.#tree.readlink(path) }
+      else if (st.isFIFO()) entry = { ...base, type: 'fifo' }
+      else throw new Error('neither a file, a directory, a symlink nor a FIFO: not copied')
+      batch.sink.accepts(to)
+      if (entry.type === 'link') batch.sink.accepts(entry.target)
+      if (entry.type === 'file') {
+        if (size <= READ_WHOLE) data = this.#tree.readWhole(path, size)
+        else fd = this.#tree.open(path)
+      }
+    } catch (err) {
+      throw new Unreadable(err, false)
+    }
+    let unread: unknown = null
+    try {
+      let more = batch.sink.add(to, entry)
+      if (data !== null) {
+        if (size > 0) more = batch.sink.write(data)
+      } else if (fd !== null) {
+        for (let at = 0; at < size; at += CHUNK) {
+          if (!more) await batch.sink.drained()
+          const buf = Buffer.allocUnsafe(Math.min(CHUNK, size - at))
+          try {
+            this.#tree.readAt(fd, buf, at)
+          } catch (err) {
+            // The stream needs the bytes it was promised: zeros, and this file is not placed.
+            buf.fill(0)
+            unread ??= err
+          }
+          more = batch.sink.write(buf)
+        }
+      }
+      if (!more) await batch.sink.drained()
+    } catch (err) {
+      // The stream is broken: none of its files is placed; the next one opens another.
+      if (this.#batch === batch) this.#batch = null
+      batch.sink.abort()
+      for (const x of batch.entries.splice(0)) this.#settle(x, err)
+      throw err
+    } finally {
+      if (fd !== null) this.#tree.close(fd)
+    }
+    if (unread !== null) throw new Unreadable(unread, true)
+    this.#stats.bytes += size
+    batch.files++
+    batch.bytes += size
+    if (batch.files >= BATCH_FILES || batch.bytes >= BATCH_BYTES) this.#end(batch)
+    return batch
+  }
+
+  async #sink (): Promise<FileSink> {
+    // Not a byte into a new stream before the last one's tar has exited: a tree that spans
+    // both would have two processes making its directories at once.
+    await this.#previous
+    const spare = this.#spare
+    this.#spare = null
+    const sink = (await spare) ?? await this.#r.files!()
+    if (sink === null) throw new ReplicaError(`${this.#r.url}: the replica no longer takes a stream of files`, E.EIO)
+    return sink
+  }
+
+  /** Ends a batch's stream, then renames its files into place. */
+  #end (batch: Batch): void {
+    if (this.#batch === batch) this.#batch = null
+    // The next batch's stream is opened now, while this one ends.
+    if (!this.#finished) this.#spare ??= this.#r.files!().catch(() => null)
+    const ended = batch.sink.end()
+    this.#previous = ended.then(() => {}, () => {})
+    const done = (async () => {
+      let partly: ReplicaError | null
+      try {
+        partly = await ended
+      } catch (err) {
+        for (const e of batch.entries) this.#settle(e, err)
+        return
+      }
+      // Where tar failed some entries, a file it made whole is placed; a tree is not (which
+      // of its files is whole?), nor a file that is not there, or not all there.
+      if (partly !== null) this.#failed('/', partly)
+      await Promise.all(batch.entries.map(async e => {
+        try {
+          if (partly !== null && (e.tree !== undefined || (await this.#r.lstat(e.temp))?.size !== e.src.size)) return this.#settle(e, partly)
+          await this.#r.rename(e.temp, e.path)
+          for (const p of e.broken ?? []) await this.#r.unlink(p)
+        } catch (err) {
+          return this.#settle(e, partly ?? err)
+        }
+        this.#stats.copied += e.tree !== undefined ? e.files ?? 0 : 1
+        this.#settle(e, null)
+      }))
+    })()
+    this.#ending.add(done)
+    void done.finally(() => this.#ending.delete(done))
+  }
+
+  #settle (e: Entry, err: unknown): void {
+    if (err !== null) this.#failed(e.path, err)
+    e.settled?.()
+  }
+}
