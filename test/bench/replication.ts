@@ -714,7 +714,7 @@ async function main (): Promise<number> {
     ['4 reconcile (replicafs resync) to an empty replica', treeCell('rec.first'), `rsync -a --delete ${treeCell('rec.rsync.first')}`, fmtRatio(recFirst), '<= 1.2x (time)', met(recFirst, x => x <= 1.2)],
     ['4 reconcile again, nothing changed', treeCell('rec.again'), `rsync -a --delete ${treeCell('rec.rsync.again')}`, fmtRatio(recAgain), '<= 1.0x (time)', met(recAgain, x => x <= 1.0)],
   ]
-  const table = markdownTable(['workload', 'replicafs', 'baseline', 'ratio', 'target', 'result'], rows)
+  const table = markdownTable(['workload', 'replicafs', 'baseline', 'ratio', 'target', 'result'], rows.filter(r => CFG.sections.has(Number(r[0]![0]))))
 
   const s = { port: 'PORT', identity: 'KEY', knownHosts: 'KNOWN_HOSTS', user: 'root', host: '127.0.0.1' } as unknown as Sshd
   const commands = [
@@ -744,7 +744,7 @@ async function main (): Promise<number> {
   const out = process.stdout
   out.write('\n')
   out.write(`medians of ${CFG.reps} run(s) (lag: ${CFG.lagSamples} samples each); one sftp replica on 127.0.0.1 (OpenSSH sshd, ${CIPHER} for the baselines; ` +
-    `replicafs uses ssh2's own choice), replica and baselines on the same disk as the source; git ${gitRev}; ${release()}, ${cpus().length} CPUs; MB = 10^6 bytes\n`)
+    `replicafs uses ssh2's own choice), replica and baselines on the same disk as the source${shmDir !== null ? ' (section 4: on tmpfs)' : ''}; git ${gitRev}; ${release()}, ${cpus().length} CPUs; MB = 10^6 bytes\n`)
   out.write(`tree: ${ts.files} files + ${ts.symlinks} symlinks in ${ts.dirs} dirs, ${(ts.bytes / 1e6).toFixed(0)} MB; convergence = file count and total bytes equal (polled every 10 ms), then diff -r checked; seq: cmp checked\n`)
   out.write(`${loadLine}\nother busy processes: at start ${foreignAtStart}; at end ${foreignAtEnd}\n\n`)
   out.write(table + '\n\n')

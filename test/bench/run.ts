@@ -1,6 +1,6 @@
 // replicafs benchmark: native directory vs bindfs vs replicafs (no replica), same disk, one run.
-// Usage: npm run bench          (full: 1 GiB, 5,000 files, 10,000 pairs, 4 x 256 MiB, 3 reps)
-//        BENCH_QUICK=1 npm run bench   (128 MiB, 500 files, 1,000 pairs, 4 x 32 MiB, 1 rep)
+// Usage: npm run bench:mount    (full: 1 GiB, 5,000 files, 10,000 pairs, 4 x 256 MiB, 3 reps)
+//        BENCH_QUICK=1 npm run bench:mount  (128 MiB, 500 files, 1,000 pairs, 4 x 32 MiB, 1 rep)
 // Overrides: BENCH_REPS, BENCH_SEQ_MIB, BENCH_FILES, BENCH_PAIRS, BENCH_PAR_MIB,
 //            BENCH_STEP_TIMEOUT (seconds per measured step), BENCH_DIR (parent of the work dir).
 import { execFileSync } from 'node:child_process'
@@ -271,7 +271,7 @@ async function main (): Promise<number> {
   const jsonPath = join(tmpdir(), `replicafs-bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
   writeFileSync(jsonPath, JSON.stringify({
     date: new Date().toISOString(),
-    command: reproduceCommand(PROJECT, 'bench'),
+    command: reproduceCommand(PROJECT, 'bench:mount'),
     host: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, load1AtStart: load1AtStart },
     config: CFG,
     tree: ts,
@@ -284,7 +284,7 @@ async function main (): Promise<number> {
 
   const out = process.stdout
   out.write('\n')
-  out.write(`reproduce: ${reproduceCommand(PROJECT, 'bench')}\n`)
+  out.write(`reproduce: ${reproduceCommand(PROJECT, 'bench:mount')}\n`)
   out.write(`medians of ${CFG.reps} run(s); ${release()}, ${cpus().length} CPUs; same disk (${work} removed); ` +
     `(a) dd ${CFG.seqMiB} MiB bs=128k conv=fsync, (b) dd read after drop_caches, ` +
     `(c) cp -a of ${ts.files + ts.symlinks} files+symlinks in ${ts.dirs} dirs, ${(ts.bytes / 1e6).toFixed(0)} MB (cp only, no sync), ` +
@@ -302,7 +302,7 @@ async function main (): Promise<number> {
 if (process.env.TAP_CHILD_ID !== undefined) {
   // Spawned by tap as a test file (e.g. dist/test/bench/run.js, which tap's exclude of
   // test/bench/** does not cover): a benchmark is no test, so skip rather than run for minutes.
-  process.stdout.write('1..0 # the benchmark runs with `npm run bench`, not under tap\n')
+  process.stdout.write('1..0 # the benchmark runs with `npm run bench:mount` (or `npm run bench`), not under tap\n')
 } else {
   runMain()
 }
