@@ -133,6 +133,14 @@ export class Applier {
     await this.#publish(f)
   }
 
+  /** Closes every handle and forgets every open file (their temp files are swept after). */
+  async #forgetOpen (): Promise<void> {
+    const handles = [...this.#handles.values()]
+    this.#handles.clear()
+    this.#open.clear()
+    await Promise.all(handles.map(h => h.then(x => this.#r.closeHandle(x)).catch(() => {})))
+  }
+
   /** A resync's copier; it leaves alone the temp files this applier is still writing. */
   #mirror (): Mirror {
     return new Mirror(this.#o.sourceRoot, this.#r, this.#o.excludes, path => {
@@ -360,6 +368,10 @@ export class Applier {
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }
       case 'resync':
+        // The whole tree (a replica switched to it, too far behind): the changes it skipped
+        // included files' writes and releases, so what this applier has open is forgotten;
+        // later writes to those files go in place, after the copy of what the source holds.
+        if (m.path === '/') await this.#forgetOpen()
         return this.#mirror().path(m.path)
       case 'finish-replay':
         return this.finishAll()

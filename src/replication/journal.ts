@@ -1,7 +1,7 @@
 import { crc32 } from 'node:zlib'
 import { createHash } from 'node:crypto'
 import { closeSync, openSync, writeSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '../log'
 import type { Mutation } from './mutation'
@@ -19,6 +19,12 @@ import type { Mutation } from './mutation'
  * tail from a kill mid-append). Each replica's progress is kept in a `cursor-<n>` file (the last
  * seq it applied); records every replica has applied are dropped by truncating the file to
  * zero once all have caught up and it has grown past a threshold (the Replicator's).
+ *
+ * While some replica is behind, the file is sealed each time it passes `segmentBytes`: renamed
+ * to `journal-<last seq in it>.log` (a new `journal.log` takes the appends), and a sealed one
+ * is deleted once no replica needs what it holds (`dropThrough`). So the journal stays bounded
+ * (--journal-max) without ever being rewritten: a replica that falls further behind than that
+ * is switched to a resync, journaled as a record, and needs nothing older.
  */
 export interface JournalRecord { seq: number, m: Mutation }
 
@@ -64,10 +70,22 @@ export function parseJournal (buf: Buffer): { records: JournalRecord[], validLen
   return { records, validLength: at }
 }
 
+const CURRENT = 'journal.log'
+const SEALED = /^journal-(\d+)\.log$/
+
 export class Journal {
   readonly #dir: string
-  readonly #fh: FileHandle
+  #fh: FileHandle
+  /** Bytes in journal.log. */
   #size: number
+  /**
+   * The sealed files, oldest first: the largest seq each can hold (its name: no record in it
+   * is later), and its size.
+   */
+  readonly #sealed: Array<{ last: number, bytes: number }>
+  /** The largest seq appended so far. */
+  #last: number
+  readonly #segmentBytes: number
   #cursors: Record<string, number>
   /** Appends run one after another, in seq order; each batch is one write. */
   #batch: Buffer[] = []
@@ -75,41 +93,76 @@ export class Journal {
   #resetWanted = false
   readonly #cursorFds = new Map<string, number>()
 
-  private constructor (dir: string, fh: FileHandle, size: number, cursors: Record<string, number>) {
+  private constructor (dir: string, fh: FileHandle, size: number, sealed: Array<{ last: number, bytes: number }>, last: number, cursors: Record<string, number>, segmentBytes: number) {
     this.#dir = dir
     this.#fh = fh
     this.#size = size
+    this.#sealed = sealed
+    this.#last = last
     this.#cursors = cursors
+    this.#segmentBytes = segmentBytes
   }
 
-  /** Opens (or creates) the journal in `dir`, truncating a torn tail. */
-  static async open (dir: string, log: Logger): Promise<{ journal: Journal, records: JournalRecord[], cursors: Record<string, number> }> {
+  /**
+   * Opens (or creates) the journal in `dir`, truncating a torn tail: the records of the sealed
+   * files, oldest first, then journal.log's.
+   */
+  static async open (dir: string, log: Logger, segmentBytes = 64 * 1024 * 1024): Promise<{ journal: Journal, records: JournalRecord[], cursors: Record<string, number> }> {
     await mkdir(dir, { recursive: true, mode: 0o700 })
-    const path = join(dir, 'journal.log')
+    const records: JournalRecord[] = []
+    const sealed: Array<{ last: number, bytes: number }> = []
+    const names = await readdir(dir)
+    for (const last of names.map(n => SEALED.exec(n)?.[1]).filter(n => n !== undefined).map(Number).sort((a, b) => a - b)) {
+      const buf = await readFile(join(dir, `journal-${last}.log`))
+      const parsed = parseJournal(buf)
+      // Sealed files were complete when sealed: a bad record in one is damage, said once.
+      if (parsed.validLength < buf.length) log.warn('journal', `journal-${last}.log: ${buf.length - parsed.validLength} bytes past its last good record are ignored`)
+      records.push(...parsed.records)
+      sealed.push({ last, bytes: buf.length })
+    }
+    const path = join(dir, CURRENT)
     const fh = await open(path, 'a+', 0o600)
     const buf = await readFile(path)
-    const { records, validLength } = parseJournal(buf)
+    const { records: current, validLength } = parseJournal(buf)
     if (validLength < buf.length) {
       log.warn('journal', `dropping a torn tail of ${buf.length - validLength} bytes from ${path}`)
       await fh.truncate(validLength)
     }
+    records.push(...current)
+    let last = 0
+    for (const r of records) last = Math.max(last, r.seq)
     const cursors: Record<string, number> = {}
-    for (const name of await readdir(dir)) {
+    for (const name of names) {
       if (!name.startsWith('cursor-')) continue
       const [seq, url] = (await readFile(join(dir, name), 'utf8')).split('\n')
       const n = Number(seq?.trim())
       if (url && Number.isInteger(n) && n > 0) cursors[url] = n
     }
-    return { journal: new Journal(dir, fh, validLength, cursors), records, cursors }
+    return { journal: new Journal(dir, fh, validLength, sealed, last, cursors, segmentBytes), records, cursors }
   }
 
+  /** Bytes in all of the journal's files. */
   get size (): number {
-    return this.#size
+    let n = this.#size
+    for (const s of this.#sealed) n += s.bytes
+    return n
+  }
+
+  /**
+   * Deletes the sealed files whose records all have seq <= `seq`: no replica needs them (it
+   * has applied them, or a resync after them replaces them).
+   */
+  async dropThrough (seq: number): Promise<void> {
+    while (this.#sealed.length > 0 && this.#sealed[0]!.last <= seq) {
+      const { last } = this.#sealed.shift()!
+      await unlink(join(this.#dir, `journal-${last}.log`)).catch(() => {})
+    }
   }
 
   /** Resolves once the record is in the file (SIGKILL-safe; not fsynced). */
   append (seq: number, m: Mutation): Promise<void> {
     this.#batch.push(encode(seq, m))
+    if (seq > this.#last) this.#last = seq
     return this.#flush()
   }
 
@@ -123,6 +176,7 @@ export class Journal {
           this.#resetWanted = false
           await this.#fh.truncate(0)
           this.#size = 0
+          await this.dropThrough(Infinity)
           continue
         }
         const batch = this.#batch
@@ -134,15 +188,38 @@ export class Journal {
           done += bytesWritten
         }
         this.#size += buf.length
+        if (this.#size >= this.#segmentBytes) await this.#seal()
       }
     })().finally(() => { this.#flushing = null })
     return this.#flushing
   }
 
+  /**
+   * journal.log becomes journal-<last>.log; a new journal.log takes the appends. <last> is the
+   * largest seq appended so far (no record in the file is later), and more than the last
+   * sealed file's: unique, and in order.
+   */
+  async #seal (): Promise<void> {
+    const last = Math.max(this.#last, (this.#sealed.at(-1)?.last ?? 0) + 1)
+    const old = this.#fh
+    await rename(join(this.#dir, CURRENT), join(this.#dir, `journal-${last}.log`))
+    this.#fh = await open(join(this.#dir, CURRENT), 'a+', 0o600)
+    // Synced in the background, then closed: a writer's fsync (sync) waits for it, as what it
+    // appended may be in there; appends do not.
+    const synced = old.sync().finally(() => old.close()).catch(() => {})
+    this.#syncing.add(synced)
+    void synced.finally(() => this.#syncing.delete(synced))
+    this.#sealed.push({ last, bytes: this.#size })
+    this.#size = 0
+  }
+
+  /** Sealed files being synced and closed. */
+  readonly #syncing = new Set<Promise<void>>()
+
   /** A writer's fsync: the journal reaches the disk too. */
   async sync (): Promise<void> {
     await this.#flushing
-    await this.#fh.sync()
+    await Promise.all([this.#fh.sync(), ...this.#syncing])
   }
 
   /**
@@ -172,6 +249,7 @@ export class Journal {
 
   async close (): Promise<void> {
     await this.#flushing
+    await Promise.all(this.#syncing)
     for (const fd of this.#cursorFds.values()) closeSync(fd)
     this.#cursorFds.clear()
     await this.#fh.close()

@@ -71,6 +71,11 @@ class Link {
   appliedBytes = 0
   errors = 0
   lastError: { message: string, at: number } | null = null
+  /**
+   * Switched to a resync of the whole tree at this seq (too far behind), until it has run:
+   * it needs no journal record older than that one.
+   */
+  wholeResyncAt: number | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -84,6 +89,9 @@ class Link {
  * syscall per call in sync mode.
  */
 const JOURNAL_RESET_BYTES = 16 * 1024 * 1024
+
+/** About what a journal record and a queued change cost besides their data, bytes. */
+const RECORD_OVERHEAD = 128
 
 /** status: a replica this far behind (seconds) is shown as catching up. */
 const CATCHING_UP_SECONDS = 1
@@ -264,7 +272,10 @@ export class Replicator implements ReplicationHook {
       }
       this.#enqueue(link, { seq: last, at: Date.now(), m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
       for (const r of behind) {
-        if (r.m.op === 'resync') this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
+        if (r.m.op !== 'resync') continue
+        this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
+        // A whole-tree resync to come: nothing older is needed again.
+        if (r.m.path === '/') link.wholeResyncAt = Math.max(link.wholeResyncAt ?? 0, r.seq)
       }
     }
   }
@@ -282,9 +293,12 @@ export class Replicator implements ReplicationHook {
     }
     link.queue.push(rec)
     link.queuedBytes += rec.bytes
-    if (link.queuedBytes > this.#o.queueMaxBytes) {
-      // Too far behind to replay: drop what is queued and mirror the whole tree instead.
-      this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
+    // Each change costs its record's header too (a run of chmods carries no data, but fills
+    // the journal and memory all the same).
+    if (link.queuedBytes + link.queue.length * RECORD_OVERHEAD > this.#o.queueMaxBytes) {
+      // Too far behind to replay: drop what is queued and mirror the whole tree instead (said
+      // once while it waits for that resync; it may be switched again meanwhile).
+      if (link.wholeResyncAt === null) this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
       // The change being applied now (the head, while running) finishes as it is.
       const dropped = link.queue.splice(link.running ? 1 : 0)
       for (const r of dropped) {
@@ -292,7 +306,15 @@ export class Replicator implements ReplicationHook {
         this.#fail(r)
       }
       link.state = 'degraded'
-      link.queue.push({ seq: rec.seq, at: Date.now(), m: { op: 'resync', path: '/', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
+      const resync: Mutation = { op: 'resync', path: '/', uid: 0, gid: 0 }
+      link.queue.push({ seq: rec.seq, at: Date.now(), m: resync, bytes: 0, acks: 0, fails: 0, waiter: null })
+      // Journaled too, so that what it skipped can go from the journal and a restart still
+      // knows to resync it.
+      link.wholeResyncAt = rec.seq
+      const journal = this.#o.journal
+      if (journal !== null) {
+        journal.append(rec.seq, resync).then(() => this.#trimJournal(), e => this.#o.log.error('journal', 'cannot journal a resync', e))
+      }
     }
     if (!link.running) void this.#run(link)
   }
@@ -320,6 +342,8 @@ export class Replicator implements ReplicationHook {
     const journal = this.#o.journal
     if (journal !== null && journal.size > JOURNAL_RESET_BYTES && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
       void journal.reset()
+    } else {
+      this.#trimJournal()
     }
     if (link.queue.length === 0 && (link.state === 'catching up' || link.state === 'degraded' || link.state === 'offline')) {
       this.#o.log.info('replica', `${link.replica.url}: caught up, in sync`)
@@ -327,7 +351,20 @@ export class Replicator implements ReplicationHook {
     }
   }
 
+  /** Deletes the journal's sealed files that no replica needs any more. */
+  #trimJournal (): void {
+    const journal = this.#o.journal
+    if (journal === null) return
+    let floor = Infinity
+    for (const l of this.#links) {
+      if (l.state === 'failed') continue
+      floor = Math.min(floor, l.wholeResyncAt !== null ? l.wholeResyncAt - 1 : l.appliedSeq)
+    }
+    if (floor !== Infinity) void journal.dropThrough(floor)
+  }
+
   #applied (link: Link, rec: Rec): void {
+    if (rec.m.op === 'resync' && rec.m.path === '/' && link.wholeResyncAt !== null && rec.seq >= link.wholeResyncAt) link.wholeResyncAt = null
     link.queue.shift()
     link.queuedBytes -= rec.bytes
     link.appliedOps++

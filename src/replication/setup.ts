@@ -85,7 +85,8 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
   // Both modes journal: async every change, sync what some replica has yet to apply when
   // the call answers, so that a degraded or slow replica's changes survive a kill.
-  const opened = await Journal.open(c.stateDir, log)
+  // Sealed in files of an eighth of --journal-max: the journal stays within about that plus one.
+  const opened = await Journal.open(c.stateDir, log, Math.min(64 * 1024 * 1024, Math.max(1024 * 1024, Math.floor(c.journalMax / 8))))
   await journalResyncs(opened, replicas.map(r => r.url), inFlight)
   const replicator = new Replicator(replicas, {
     mode: c.mode,

@@ -333,3 +333,29 @@ t.test('sshd stopped mid-churn and restarted, --quorum 1 with a file replica: bo
   }
 })
 
+
+t.test('async: a replica frozen far behind is switched to a resync; the journal stays within --journal-max; it converges', async t => {
+  const r = await rig(t)
+  r.daemon = await startDaemon(mountArgs(r, false, ['--mode', 'async', '--journal-max', '4M']))
+  // A file open across the switch: written before it, after it, and closed after it (its
+  // dropped writes must not come back as a half temp file published over the resync's copy).
+  const open1 = await open(join(r.d.mnt, 'open-across.bin'), 'w')
+  await open1.write(Buffer.alloc(MiB, 0x31))
+  r.sshd.pause()
+  // 40 MiB of changes for a replica that takes none: ten times what it may hold.
+  const chunk = Buffer.alloc(MiB, 0x61)
+  for (let i = 0; i < 40; i++) {
+    chunk[0] = i
+    await writeFile(join(r.d.mnt, `f${i}.bin`), chunk)
+  }
+  await open1.write(Buffer.alloc(MiB, 0x32), 0, MiB, MiB)
+  await open1.close()
+  await sleep(200)
+  t.match(r.daemon.stderr, /more than 4194304 bytes of changes queued; switching it to a resync of the whole tree/, 'it is switched to a resync')
+  const state = join(r.d.dir, 'state')
+  const journalBytes = readdirSync(state).filter(n => /^journal.*\.log$/.test(n)).reduce((n, f) => n + readFileSync(join(state, f)).length, 0)
+  t.ok(journalBytes <= 6 * MiB, `the journal holds ${(journalBytes / MiB).toFixed(1)} MiB of 40 written: within --journal-max and one sealed file (1 MiB)`)
+  r.sshd.resume()
+  t.equal((await cli(['wait', '--state-dir', state, '--timeout', '60'])).code, 0, 'wait: the replica catches up')
+  t.same(diff(await snapshot(r.d.source), await snapshot(r.d.rsftp)), [], 'the replica equals the source')
+})

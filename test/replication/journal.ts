@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { silentLogger } from '../../src/log'
@@ -67,4 +67,31 @@ t.test('reset empties the journal; later appends follow', async t => {
   t.ok(records.every(r => r.seq >= 2), 'what was there at the reset is gone')
   t.ok(records.some(r => r.seq === 3), 'what came after is kept')
   await j.close()
+})
+
+t.test('sealed files: the journal rolls over, reads back whole, and drops what no one needs', async t => {
+  const d = dir(t)
+  const files = () => readdirSync(d).filter(n => n.startsWith('journal')).sort()
+  const { journal } = await Journal.open(d, silentLogger, 1000)
+  for (let seq = 1; seq <= 12; seq++) await journal.append(seq, write('/a', seq * 300, 'x'.repeat(300)))
+  t.ok(files().length >= 3, `it rolled over into sealed files (${files().join(' ')})`)
+  const total = files().reduce((n, f) => n + statSync(join(d, f)).size, 0)
+  t.equal(journal.size, total, 'size counts every file')
+  await journal.close()
+
+  const again = await Journal.open(d, silentLogger, 1000)
+  t.same(again.records.map(r => r.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 'every record, oldest first, across the files')
+  // Each sealed file is named by the last seq it holds: those at or before 6 can go.
+  const sealed = files().filter(f => f !== 'journal.log').map(f => Number(/journal-(\d+)/.exec(f)?.[1]))
+  await again.journal.dropThrough(6)
+  const left = files().filter(f => f !== 'journal.log').map(f => Number(/journal-(\d+)/.exec(f)?.[1]))
+  t.same(left, sealed.filter(n => n > 6), 'the sealed files that end at or before seq 6 are deleted, no other')
+  t.ok(again.journal.size < total, 'and no longer counted')
+  await again.journal.close()
+  const after = await Journal.open(d, silentLogger, 1000)
+  t.ok(after.records.every(r => r.seq > Math.max(...sealed.filter(n => n <= 6))), 'what they held is gone')
+  t.ok(after.records.some(r => r.seq === 12), 'the rest is kept')
+  await after.journal.reset()
+  t.same(files(), ['journal.log'], 'reset deletes the sealed files too')
+  await after.journal.close()
 })
