@@ -1,8 +1,7 @@
 import { join, resolve } from 'node:path'
 import { EXIT, UserError } from './errors'
 import type { Mode } from './replication/replicator'
-import { parseReplicaUrl, type ReplicaUrl } from './replica/url'
-import { defaultIdentities, defaultKnownHosts } from './replica/sftp'
+import { defaultIdentities, defaultKnownHosts, parseReplicaUrl, type ReplicaUrl } from './replica/url'
 
 
 /** Everything `replicafs mount` runs with. Defaults live here and nowhere else. */

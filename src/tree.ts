@@ -6,7 +6,7 @@ import type { Logger } from './log'
 import { blameFile, merge, readConfigFile } from './configfile'
 import { Excludes } from './replication/exclude'
 import type { Difference } from './replication/reconcile'
-import { connectReplicas, reconcile } from './replication/setup'
+import { connectReplicas, reconcile } from './replication/replicas'
 
 /** A byte-string path (latin1) as the bytes it names. */
 const bytes = (s: string) => Buffer.from(s, 'latin1')

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { Socket } from 'node:net'
-import { homedir, userInfo } from 'node:os'
-import { join } from 'node:path'
+import { userInfo } from 'node:os'
 import { Client, type ClientChannel, type SFTPWrapper } from 'ssh2'
 import { E } from '../errors'
 import type { Logger } from '../log'
@@ -59,14 +58,6 @@ export interface SftpOptions {
   /** Connect and handshake deadline, ms. */
   timeoutMs: number
   log: Logger
-}
-
-export function defaultIdentities (): string[] {
-  return [join(homedir(), '.ssh', 'id_ed25519'), join(homedir(), '.ssh', 'id_rsa')]
-}
-
-export function defaultKnownHosts (): string {
-  return join(homedir(), '.ssh', 'known_hosts')
 }
 
 /**

@@ -1,4 +1,5 @@
-import { isAbsolute, normalize } from 'node:path'
+import { homedir } from 'node:os'
+import { isAbsolute, join, normalize } from 'node:path'
 import { EXIT, UserError } from '../errors'
 
 export type ReplicaUrl =
@@ -40,4 +41,13 @@ export function parseReplicaUrl (url: string): ReplicaUrl {
 
 function trimSlash (p: string): string {
   return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p
+}
+
+/** The keys tried where --identity is not given, in order. */
+export function defaultIdentities (): string[] {
+  return [join(homedir(), '.ssh', 'id_ed25519'), join(homedir(), '.ssh', 'id_rsa')]
+}
+
+export function defaultKnownHosts (): string {
+  return join(homedir(), '.ssh', 'known_hosts')
 }

@@ -14,6 +14,7 @@ const CHUNK = 256 * 1024
 const LISTINGS = 8
 /** Writes of one file's copy in flight at once. */
 const WRITES_AHEAD = 8
+
 export type DiffKind = 'missing' | 'extra' | 'type' | 'size' | 'content' | 'mode' | 'mtime' | 'link target' | 'owner'
 
 /** One way a replica differs from the source at `path`. */

@@ -84,6 +84,7 @@ export class Streamer {
   /** The last stream ended: settled once its tar has exited. */
   #previous: Promise<void> = Promise.resolve()
   #finished = false
+  #aborted = false
 
   /** A streamer for `r`, or null where it takes no stream of files. */
   static async open (r: Replica, tree: SourceTree, stats: StreamerStats, failed: (path: string, err: unknown) => void): Promise<Streamer | null> {
@@ -130,6 +131,11 @@ export class Streamer {
 
   /** Gives up (the walk failed): files not yet renamed stay under their temporary names. */
   abort (): void {
+    this.#finished = true
+    this.#aborted = true
+    this.#queue.length = 0
+    this.#head = 0
+    for (const wake of this.#waiting.splice(0)) wake()
     this.#batch?.sink.abort()
     this.#batch = null
     this.#abortSpare()
@@ -278,6 +284,7 @@ export class Streamer {
   }
 
   async #sink (): Promise<FileSink> {
+    if (this.#aborted) throw new ReplicaError(`${this.#r.url}: the reconcile was given up`, E.ECANCELED)
     // Not a byte into a new stream before the last one's tar has exited: a tree that spans
     // both would have two processes making its directories at once.
     await this.#previous
