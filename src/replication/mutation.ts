@@ -31,7 +31,8 @@ export type Mutation =
   | { op: 'setxattr', path: string, name: string, value: Buffer, flags: number, uid: number, gid: number }
   | { op: 'removexattr', path: string, name: string, uid: number, gid: number }
   /** Not a call: make the replica's `path` (and all below) what the source holds now. */
-  | { op: 'resync', path: string, uid: number, gid: number }
+  /** `replica`: only that one (by URL) needs it (it refused a change); the others pass it by. */
+  | { op: 'resync', path: string, uid: number, gid: number, replica?: string }
   /** Not a call: the journal replay is over; publish the files it left open. */
   | { op: 'finish-replay', uid: number, gid: number }
 

@@ -328,6 +328,11 @@ export class Replicator implements ReplicationHook {
           continue
         }
         const rec = link.queue[0] as Rec
+        // A repair another replica needs: this one passes it by (its cursor moves on).
+        if (rec.m.op === 'resync' && rec.m.replica !== undefined && rec.m.replica !== link.replica.url) {
+          this.#passed(link, rec)
+          continue
+        }
         try {
           await link.applier.apply(rec.m)
         } catch (err) {
@@ -363,6 +368,12 @@ export class Replicator implements ReplicationHook {
     if (floor !== Infinity) void journal.dropThrough(floor)
   }
 
+  #passed (link: Link, rec: Rec): void {
+    link.queue.shift()
+    this.#advance(link, rec.seq)
+    this.#ack(rec)
+  }
+
   #applied (link: Link, rec: Rec): void {
     if (rec.m.op === 'resync' && rec.m.path === '/' && link.wholeResyncAt !== null && rec.seq >= link.wholeResyncAt) link.wholeResyncAt = null
     link.queue.shift()
@@ -396,10 +407,11 @@ export class Replicator implements ReplicationHook {
       // The replica refused a change (it had diverged, or a resync read a newer source state
       // than the change's): repair the paths from the source as it is now. The repair is a
       // change of its own, after every change made so far, so that cursors only move forward;
-      // it is journaled before this change counts as applied, so a kill cannot lose it.
+      // it is journaled before this change counts as applied, so a kill cannot lose it. It is
+      // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
       for (const path of pathsOf(rec.m)) {
-        const repair: Rec = { seq: ++this.#seq, at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null }
+        const repair: Rec = { seq: ++this.#seq, at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url }, bytes: 0, acks: 0, fails: 0, waiter: null }
         for (const l of this.#links) this.#enqueue(l, repair)
         await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
           // Queued all the same; only a kill before it is applied would lose it.

@@ -130,14 +130,17 @@ async function readIntents (stateDir: string): Promise<Set<string>> {
  */
 async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, urls: string[], inFlight: Set<string>): Promise<void> {
   const oldest = Math.min(...urls.map(u => opened.cursors[u] ?? 0))
-  const paths = new Set(inFlight)
-  for (const r of opened.records) if (r.m.op === 'resync' && r.seq > oldest) paths.add(r.m.path)
+  // Each path once, for every replica or (a repair) for the one that needed it.
+  const resyncs = new Map<string, Mutation>()
+  for (const path of inFlight) resyncs.set(`\0${path}`, { op: 'resync', path, uid: 0, gid: 0 })
+  for (const r of opened.records) {
+    if (r.m.op === 'resync' && r.seq > oldest) resyncs.set(`${r.m.replica ?? ''}\0${r.m.path}`, r.m)
+  }
   opened.records = opened.records.filter(r => r.m.op !== 'resync')
   let seq = 0
   for (const r of opened.records) seq = Math.max(seq, r.seq)
   for (const v of Object.values(opened.cursors)) seq = Math.max(seq, v)
-  for (const path of paths) {
-    const m: Mutation = { op: 'resync', path, uid: 0, gid: 0 }
+  for (const m of resyncs.values()) {
     seq++
     await opened.journal.append(seq, m)
     opened.records.push({ seq, m })
