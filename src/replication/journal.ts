@@ -141,6 +141,11 @@ export class Journal {
     return { journal: new Journal(dir, fh, validLength, sealed, last, cursors, segmentBytes), records, cursors }
   }
 
+  /** The last seq of the oldest sealed file; null when there is none. */
+  get oldestSealed (): number | null {
+    return this.#sealed[0]?.last ?? null
+  }
+
   /** Bytes in all of the journal's files. */
   get size (): number {
     let n = this.#size

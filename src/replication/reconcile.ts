@@ -196,7 +196,8 @@ export class Reconciler {
     if (src.isDirectory() && this.#o.fix) {
       this.#streamer ??= this.#openStreamer()
       const streamer = await this.#streamer
-      if (streamer !== null && streamer.sendsWhole(path)) return this.#streamTree(streamer, path, src)
+      const size = streamer?.sendsWhole(path) ?? null
+      if (streamer !== null && size !== null) return this.#streamTree(streamer, path, src, size)
     }
     if (src.isDirectory()) {
       if (this.#o.fix) await this.#r.mkdir(path, src.mode & 0o7777)
@@ -306,10 +307,10 @@ export class Reconciler {
    * A missing directory, whole, through the replica's file stream: under a temporary name,
    * renamed into place once all of it is there. Each node below is reported missing.
    */
-  async #streamTree (streamer: Streamer, path: string, src: Stats): Promise<void> {
+  async #streamTree (streamer: Streamer, path: string, src: Stats, size: { nodes: number, bytes: number }): Promise<void> {
     let settled!: () => void
     const placed = new Promise<void>(resolve => { settled = resolve })
-    await streamer.add(path, this.#tempFor(path), src, settled, {
+    await streamer.add(path, this.#tempFor(path), src, settled, { size, hooks: {
       include: (p, st) => {
         if (this.#o.excludes?.matches(p, st.isDirectory()) === true) return false
         this.stats.checked++
@@ -327,7 +328,7 @@ export class Reconciler {
         this.#links.add(work)
         void work.finally(() => this.#links.delete(work))
       },
-    })
+    } })
   }
 
   /** A copy through the replica's file stream (or, for a later name of a group, a link). */

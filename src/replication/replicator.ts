@@ -76,6 +76,8 @@ class Link {
    * it needs no journal record older than that one.
    */
   wholeResyncAt: number | null = null
+  /** Switched at this seq, its resync record not yet in the journal (nothing may go before). */
+  wholeResyncPending: number | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -274,8 +276,8 @@ export class Replicator implements ReplicationHook {
       for (const r of behind) {
         if (r.m.op !== 'resync') continue
         this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
-        // A whole-tree resync to come: nothing older is needed again.
-        if (r.m.path === '/') link.wholeResyncAt = Math.max(link.wholeResyncAt ?? 0, r.seq)
+        // A whole-tree resync to come for it: nothing older is needed again.
+        if (r.m.path === '/' && (r.m.replica === undefined || r.m.replica === link.replica.url)) link.wholeResyncAt = Math.max(link.wholeResyncAt ?? 0, r.seq)
       }
     }
   }
@@ -306,14 +308,20 @@ export class Replicator implements ReplicationHook {
         this.#fail(r)
       }
       link.state = 'degraded'
-      const resync: Mutation = { op: 'resync', path: '/', uid: 0, gid: 0 }
+      const resync: Mutation = { op: 'resync', path: '/', uid: 0, gid: 0, replica: link.replica.url }
       link.queue.push({ seq: rec.seq, at: Date.now(), m: resync, bytes: 0, acks: 0, fails: 0, waiter: null })
-      // Journaled too, so that what it skipped can go from the journal and a restart still
-      // knows to resync it.
-      link.wholeResyncAt = rec.seq
+      // Journaled too, so that what it skipped can go from the journal (once the record is
+      // in it) and a restart still knows to resync it.
       const journal = this.#o.journal
       if (journal !== null) {
-        journal.append(rec.seq, resync).then(() => this.#trimJournal(), e => this.#o.log.error('journal', 'cannot journal a resync', e))
+        const seq = rec.seq
+        link.wholeResyncPending = seq
+        journal.append(seq, resync).then(() => {
+          if (link.wholeResyncPending !== seq) return
+          link.wholeResyncPending = null
+          link.wholeResyncAt = seq
+          this.#trimJournal()
+        }, e => this.#o.log.error('journal', 'cannot journal a resync', e))
       }
     }
     if (!link.running) void this.#run(link)
@@ -363,9 +371,17 @@ export class Replicator implements ReplicationHook {
     let floor = Infinity
     for (const l of this.#links) {
       if (l.state === 'failed') continue
-      floor = Math.min(floor, l.wholeResyncAt !== null ? l.wholeResyncAt - 1 : l.appliedSeq)
+      if (l.wholeResyncPending !== null) floor = Math.min(floor, l.appliedSeq)
+      else floor = Math.min(floor, l.wholeResyncAt !== null ? l.wholeResyncAt - 1 : l.appliedSeq)
     }
     if (floor !== Infinity) void journal.dropThrough(floor)
+  }
+
+  /** Its whole-tree resync has run (or failed, and was said): the journal's floor moves on. */
+  #wholeResyncDone (link: Link, rec: Rec): void {
+    if (rec.m.op !== 'resync' || rec.m.path !== '/') return
+    if (link.wholeResyncAt !== null && rec.seq >= link.wholeResyncAt) link.wholeResyncAt = null
+    if (link.wholeResyncPending !== null && rec.seq >= link.wholeResyncPending) link.wholeResyncPending = null
   }
 
   #passed (link: Link, rec: Rec): void {
@@ -375,7 +391,7 @@ export class Replicator implements ReplicationHook {
   }
 
   #applied (link: Link, rec: Rec): void {
-    if (rec.m.op === 'resync' && rec.m.path === '/' && link.wholeResyncAt !== null && rec.seq >= link.wholeResyncAt) link.wholeResyncAt = null
+    this.#wholeResyncDone(link, rec)
     link.queue.shift()
     link.queuedBytes -= rec.bytes
     link.appliedOps++
@@ -402,6 +418,7 @@ export class Replicator implements ReplicationHook {
       return
     }
     if (rec.m.op === 'resync') {
+      this.#wholeResyncDone(link, rec)
       this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
     } else {
       // The replica refused a change (it had diverged, or a resync read a newer source state
@@ -429,6 +446,9 @@ export class Replicator implements ReplicationHook {
   #advance (link: Link, seq: number): void {
     if (seq <= link.appliedSeq) return
     link.appliedSeq = seq
+    // Past the oldest sealed file: it may go now, under load too (not only when a queue drains).
+    const oldest = this.#o.journal?.oldestSealed ?? null
+    if (oldest !== null && seq >= oldest) this.#trimJournal()
     this.#o.journal?.setCursor(link.replica.url, seq)
   }
 

@@ -72,10 +72,10 @@ export class SourceTree {
   }
 
   /**
-   * Whether the tree below `path` holds at most `files` nodes and `bytes` bytes of files: it
-   * stops counting as soon as it has seen more.
+   * The nodes and file bytes below `path`, where they are at most `files` and `bytes`; null
+   * where there are more, or where some of it cannot be read. It stops counting at the limit.
    */
-  within (path: string, files: number, bytes: number): boolean {
+  within (path: string, files: number, bytes: number): { nodes: number, bytes: number } | null {
     let n = 0
     let b = 0
     const walk = (dir: string): boolean => {
@@ -89,6 +89,10 @@ export class SourceTree {
       }
       return true
     }
-    return walk(path)
+    try {
+      return walk(path) ? { nodes: n, bytes: b } : null
+    } catch {
+      return null
+    }
   }
 }

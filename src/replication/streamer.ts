@@ -28,6 +28,8 @@ interface Entry {
   broken?: string[]
   /** Files sent in the tree. */
   files?: number
+  /** A tree's size (sendsWhole's answer): it goes into one stream. */
+  size?: { nodes: number, bytes: number }
 }
 
 /** What a reconcile is told of a tree as it is sent. */
@@ -55,6 +57,8 @@ interface Batch {
   files: number
   bytes: number
   entries: Entry[]
+  /** A tree is being sent into it: it is not ended before the tree is all in. */
+  held: boolean
 }
 
 export interface StreamerStats { copied: number, bytes: number }
@@ -104,8 +108,8 @@ export class Streamer {
    * Queues the file `path` to be written under `temp` and renamed; resolves once the queue
    * has room (the walk waits for that, not for the copy).
    */
-  async add (path: string, temp: string, src: Stats, settled?: () => void, tree?: TreeHooks): Promise<void> {
-    this.#queue.push({ path, temp, src, settled, tree })
+  async add (path: string, temp: string, src: Stats, settled?: () => void, tree?: { hooks: TreeHooks, size: { nodes: number, bytes: number } }): Promise<void> {
+    this.#queue.push({ path, temp, src, settled, tree: tree?.hooks, size: tree?.size })
     this.#loop ??= this.#run()
     if (this.#queue.length - this.#head >= QUEUED) await new Promise<void>(resolve => this.#waiting.push(resolve))
   }
@@ -125,8 +129,9 @@ export class Streamer {
    * left under its temporary name is deleted by the next one). A bigger one is made and
    * walked, and its parts sent.
    */
-  sendsWhole (path: string): boolean {
-    return this.#tree.within(path, BATCH_FILES, BATCH_BYTES)
+  sendsWhole (path: string): { nodes: number, bytes: number } | null {
+    // The directory's own entry counts too.
+    return this.#tree.within(path, BATCH_FILES - 1, BATCH_BYTES)
   }
 
   /** Gives up (the walk failed): files not yet renamed stay under their temporary names. */
@@ -165,55 +170,109 @@ export class Streamer {
   }
 
   async #write (e: Entry): Promise<void> {
+    if (e.tree !== undefined) return this.#writeTree(e, e.tree)
     let batch: Batch
     try {
-      batch = e.tree !== undefined ? await this.#sendTree(e, e.tree) : await this.#emit(e.temp, e.path, e.src)
+      batch = await this.#emit(e.temp, e.path, e.src)
     } catch (err) {
       return this.#settle(e, err instanceof Unreadable ? err.err : err)
     }
-    // Renamed when the stream its last bytes went into ends (pushed before anything awaits:
-    // that stream may be ending already).
+    // Renamed when the stream its bytes went into ends (pushed before anything awaits: that
+    // stream may be ending already).
     batch.entries.push(e)
   }
 
+  /**
+   * A tree goes into one stream, whole: the current one where it fits, else a new one. It is
+   * placed when that stream ends, and fails with it.
+   */
+  async #writeTree (e: Entry, hooks: TreeHooks): Promise<void> {
+    const size = e.size ?? { nodes: BATCH_FILES, bytes: BATCH_BYTES }
+    const current = this.#batch
+    if (current !== null && (current.files + size.nodes + 1 > BATCH_FILES || current.bytes + size.bytes > BATCH_BYTES)) this.#end(current)
+    let batch: Batch
+    try {
+      batch = await this.#current()
+    } catch (err) {
+      return this.#settle(e, err)
+    }
+    batch.entries.push(e)
+    batch.held = true
+    try {
+      await this.#sendTree(e, hooks)
+    } catch (err) {
+      if (err instanceof Unreadable) {
+        // Its own directory: nothing of it went, and it is not placed.
+        batch.entries.splice(batch.entries.indexOf(e), 1)
+        return this.#settle(e, err.err)
+      }
+      // The stream broke: every entry of it, this one included, has failed already.
+    } finally {
+      batch.held = false
+      if (this.#batch === batch && (batch.files >= BATCH_FILES || batch.bytes >= BATCH_BYTES)) this.#end(batch)
+    }
+  }
+
+  async #current (): Promise<Batch> {
+    return this.#batch ??= { sink: await this.#sink(), files: 0, bytes: 0, entries: [], held: false }
+  }
+
   /** A missing directory and everything below it, depth first, under `e.temp`. */
-  async #sendTree (e: Entry, hooks: TreeHooks): Promise<Batch> {
+  async #sendTree (e: Entry, hooks: TreeHooks): Promise<void> {
     // Hard link groups within the tree: inode -> where its first name went.
     const firsts = new Map<number, string>()
-    const walk = async (path: string, to: string, st: Stats): Promise<Batch> => {
-      let batch = await this.#emit(to, path, st)
-      for (const name of this.#tree.readdir(path).sort()) {
+    // Inodes whose first name went as zeros (a read failed half way): every name is deleted.
+    const zeroed = new Set<number>()
+    const walk = async (path: string, to: string, st: Stats): Promise<void> => {
+      await this.#emit(to, path, st)
+      let names: string[]
+      try {
+        names = this.#tree.readdir(path).sort()
+      } catch (err) {
+        // Made empty; the next pass reports it again.
+        this.#failed(path, err)
+        return
+      }
+      for (const name of names) {
         const p = `${path}/${name}`
         const t = `${to}/${name}`
         const s = this.#tree.lstat(p)
         if (s === null || !hooks.include(p, s)) continue
         try {
           if (s.isDirectory()) {
-            batch = await walk(p, t, s)
+            await walk(p, t, s)
             continue
           }
           if (s.isFile() && s.nlink > 1) {
             const first = firsts.get(s.ino)
             if (first !== undefined) {
-              batch = await this.#emit(t, p, s, first)
+              await this.#emit(t, p, s, first)
+              if (zeroed.has(s.ino)) (e.broken ??= []).push(p)
               continue
             }
-            firsts.set(s.ino, t)
             hooks.linked(p, s)
           }
-          batch = await this.#emit(t, p, s)
-          if (s.isFile()) e.files = (e.files ?? 0) + 1
+          await this.#emit(t, p, s)
+          if (s.isFile()) {
+            e.files = (e.files ?? 0) + 1
+            if (s.nlink > 1) firsts.set(s.ino, t)
+          }
         } catch (err) {
           if (!(err instanceof Unreadable)) throw err
           // Left out; the next pass finds it missing (where zeros went in its place, they are
-          // deleted once the tree is in place).
+          // deleted once the tree is in place, with the other names of that inode).
           this.#failed(p, err.err)
-          if (err.sent) (e.broken ??= []).push(p)
+          if (err.sent && !s.isDirectory()) {
+            (e.broken ??= []).push(p)
+            if (s.nlink > 1) {
+              firsts.set(s.ino, t)
+              zeroed.add(s.ino)
+            }
+          }
         }
       }
-      return batch
     }
-    return walk(e.path, e.temp, e.src)
+    await walk(e.path, e.temp, e.src)
   }
 
   /**
@@ -223,7 +282,7 @@ export class Streamer {
    * with the stream's failure (then every file in that stream failed with it).
    */
   async #emit (to: string, path: string, st: Stats, first?: string): Promise<Batch> {
-    const batch = this.#batch ??= { sink: await this.#sink(), files: 0, bytes: 0, entries: [] }
+    const batch = await this.#current()
     const base = { mode: st.mode, uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) }
     let entry: SinkEntry
     let data: Buffer | null = null
@@ -279,7 +338,7 @@ export class Streamer {
     this.#stats.bytes += size
     batch.files++
     batch.bytes += size
-    if (batch.files >= BATCH_FILES || batch.bytes >= BATCH_BYTES) this.#end(batch)
+    if (!batch.held && (batch.files >= BATCH_FILES || batch.bytes >= BATCH_BYTES)) this.#end(batch)
     return batch
   }
 
@@ -292,6 +351,10 @@ export class Streamer {
     this.#spare = null
     const sink = (await spare) ?? await this.#r.files!()
     if (sink === null) throw new ReplicaError(`${this.#r.url}: the replica no longer takes a stream of files`, E.EIO)
+    if (this.#aborted) {
+      sink.abort()
+      throw new ReplicaError(`${this.#r.url}: the reconcile was given up`, E.ECANCELED)
+    }
     return sink
   }
 
