@@ -85,8 +85,6 @@ export class Streamer {
   /** The walk, waiting for room in the queue. */
   #waiting: Array<() => void> = []
   readonly #ending = new Set<Promise<void>>()
-  /** The last stream ended: settled once its tar has exited. */
-  #previous: Promise<void> = Promise.resolve()
   #finished = false
   #aborted = false
 
@@ -344,9 +342,8 @@ export class Streamer {
 
   async #sink (): Promise<FileSink> {
     if (this.#aborted) throw new ReplicaError(`${this.#r.url}: the reconcile was given up`, E.ECANCELED)
-    // Not a byte into a new stream before the last one's tar has exited: a tree that spans
-    // both would have two processes making its directories at once.
-    await this.#previous
+    // A new stream may start while the last one's tar is still at work: no tree spans two
+    // streams, so the two never make the same directories.
     const spare = this.#spare
     this.#spare = null
     const sink = (await spare) ?? await this.#r.files!()
@@ -364,7 +361,6 @@ export class Streamer {
     // The next batch's stream is opened now, while this one ends.
     if (!this.#finished) this.#spare ??= this.#r.files!().catch(() => null)
     const ended = batch.sink.end()
-    this.#previous = ended.then(() => {}, () => {})
     const done = (async () => {
       let partly: ReplicaError | null
       try {
