@@ -3,12 +3,11 @@ import type { Stats } from 'node:fs'
 import { E } from '../errors'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
-import { SourceTree } from './source'
+import { CHUNK, SourceTree } from './source'
 import { isTempName } from './temp'
 
 const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
-const CHUNK = 256 * 1024
 
 /**
  * Makes the replica's `path`, and everything below it, what the source holds now: the repair

@@ -4,12 +4,11 @@ import { E } from '../errors'
 import { hashFile } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
-import { SourceTree } from './source'
+import { CHUNK, SourceTree } from './source'
 import { Streamer } from './streamer'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
-const CHUNK = 256 * 1024
 /** Directories listed at once (both sides), across the walk. */
 const LISTINGS = 8
 /** Writes of one file's copy in flight at once. */
@@ -120,7 +119,7 @@ export class Reconciler {
 
   #differs (path: string, kind: DiffKind, source: string, replica: string): void {
     // Something is to be fixed: whether the replica takes a stream is asked now, alongside.
-    if (this.#o.fix) this.#streamer ??= this.#openStreamer()
+    if (this.#o.fix) void this.#stream()
     this.stats.differences++
     this.#o.found?.({ path, kind, source, replica })
   }
@@ -194,8 +193,7 @@ export class Reconciler {
   /** Made on the replica, where it was missing or of another type. */
   async #create (path: string, src: Stats): Promise<void> {
     if (src.isDirectory() && this.#o.fix) {
-      this.#streamer ??= this.#openStreamer()
-      const streamer = await this.#streamer
+      const streamer = await this.#stream()
       const size = streamer?.sendsWhole(path) ?? null
       if (streamer !== null && size !== null) return this.#streamTree(streamer, path, src, size)
     }
@@ -282,8 +280,7 @@ export class Reconciler {
 
   /** Starts a copy (or a hard link to the group's first name), at most `parallel` at once. */
   async #copy (path: string, src: Stats): Promise<void> {
-    this.#streamer ??= this.#openStreamer()
-    const streamer = await this.#streamer
+    const streamer = await this.#stream()
     if (streamer !== null) return this.#streamed(streamer, path, src)
     await this.#slot()
     const group = src.nlink > 1 ? this.#groups.get(src.ino) : undefined
@@ -299,8 +296,22 @@ export class Reconciler {
     void work.finally(() => this.#copies.delete(work))
   }
 
-  #openStreamer (): Promise<Streamer | null> {
-    return Streamer.open(this.#r, this.#tree, this.stats, (path, err) => this.#failed(path, err))
+  /** The replica's file stream (asked for once), or null where it takes none. */
+  #stream (): Promise<Streamer | null> {
+    return this.#streamer ??= Streamer.open(this.#r, this.#tree, this.stats, (path, err) => this.#failed(path, err))
+  }
+
+  /**
+   * `path` becomes another name of `first` once `ready` settles (or, where the replica cannot
+   * link, a copy of `orCopy`); the run waits for it before it ends.
+   */
+  #linkLater (ready: Promise<unknown>, first: string, path: string, orCopy: Stats | null): void {
+    const work = (async () => {
+      await ready
+      if (!(await this.#linked(first, path)) && orCopy !== null) await this.#copyFile(path, orCopy)
+    })().catch(err => this.#failed(path, err))
+    this.#links.add(work)
+    void work.finally(() => this.#links.delete(work))
   }
 
   /**
@@ -324,9 +335,7 @@ export class Reconciler {
           return
         }
         // Its first name is elsewhere: it becomes another name of that one, once both are in place.
-        const work = Promise.all([group.done, placed]).then(() => this.#linked(group.path, p)).then(() => {}, err => this.#failed(p, err))
-        this.#links.add(work)
-        void work.finally(() => this.#links.delete(work))
+        this.#linkLater(Promise.all([group.done, placed]), group.path, p, null)
       },
     } })
   }
@@ -336,12 +345,7 @@ export class Reconciler {
     const group = src.nlink > 1 ? this.#groups.get(src.ino) : undefined
     if (group !== undefined) {
       // Linked to the first once that is in place: it waits for the end of its stream.
-      const work = (async () => {
-        await group.done
-        if (!(await this.#linked(group.path, path))) await this.#copyFile(path, src)
-      })().catch(err => this.#failed(path, err))
-      this.#links.add(work)
-      void work.finally(() => this.#links.delete(work))
+      this.#linkLater(group.done, group.path, path, src)
       return
     }
     let settled: (() => void) | undefined

@@ -72,12 +72,10 @@ class Link {
   errors = 0
   lastError: { message: string, at: number } | null = null
   /**
-   * Switched to a resync of the whole tree at this seq (too far behind), until it has run:
-   * it needs no journal record older than that one.
+   * Switched to a resync of the whole tree at `seq` (too far behind), until it has run: once
+   * that record is in the journal (`journaled`), it needs no older one.
    */
-  wholeResyncAt: number | null = null
-  /** Switched at this seq, its resync record not yet in the journal (nothing may go before). */
-  wholeResyncPending: number | null = null
+  wholeResync: { seq: number, journaled: boolean } | null = null
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -277,7 +275,7 @@ export class Replicator implements ReplicationHook {
         if (r.m.op !== 'resync') continue
         this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
         // A whole-tree resync to come for it: nothing older is needed again.
-        if (r.m.path === '/' && (r.m.replica === undefined || r.m.replica === link.replica.url)) link.wholeResyncAt = Math.max(link.wholeResyncAt ?? 0, r.seq)
+        if (r.m.path === '/' && (r.m.replica === undefined || r.m.replica === link.replica.url)) link.wholeResync = { seq: Math.max(link.wholeResync?.seq ?? 0, r.seq), journaled: true }
       }
     }
   }
@@ -300,7 +298,7 @@ export class Replicator implements ReplicationHook {
     if (link.queuedBytes + link.queue.length * RECORD_OVERHEAD > this.#o.queueMaxBytes) {
       // Too far behind to replay: drop what is queued and mirror the whole tree instead (said
       // once while it waits for that resync; it may be switched again meanwhile).
-      if (link.wholeResyncAt === null) this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
+      if (link.wholeResync === null) this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
       // The change being applied now (the head, while running) finishes as it is.
       const dropped = link.queue.splice(link.running ? 1 : 0)
       for (const r of dropped) {
@@ -312,17 +310,12 @@ export class Replicator implements ReplicationHook {
       link.queue.push({ seq: rec.seq, at: Date.now(), m: resync, bytes: 0, acks: 0, fails: 0, waiter: null })
       // Journaled too, so that what it skipped can go from the journal (once the record is
       // in it) and a restart still knows to resync it.
-      const journal = this.#o.journal
-      if (journal !== null) {
-        const seq = rec.seq
-        link.wholeResyncPending = seq
-        journal.append(seq, resync).then(() => {
-          if (link.wholeResyncPending !== seq) return
-          link.wholeResyncPending = null
-          link.wholeResyncAt = seq
-          this.#trimJournal()
-        }, e => this.#o.log.error('journal', 'cannot journal a resync', e))
-      }
+      const whole = { seq: rec.seq, journaled: false }
+      link.wholeResync = whole
+      this.#o.journal?.append(rec.seq, resync).then(() => {
+        whole.journaled = true
+        this.#trimJournal()
+      }, e => this.#o.log.error('journal', 'cannot journal a resync', e))
     }
     if (!link.running) void this.#run(link)
   }
@@ -371,8 +364,7 @@ export class Replicator implements ReplicationHook {
     let floor = Infinity
     for (const l of this.#links) {
       if (l.state === 'failed') continue
-      if (l.wholeResyncPending !== null) floor = Math.min(floor, l.appliedSeq)
-      else floor = Math.min(floor, l.wholeResyncAt !== null ? l.wholeResyncAt - 1 : l.appliedSeq)
+      floor = Math.min(floor, l.wholeResync?.journaled === true ? l.wholeResync.seq - 1 : l.appliedSeq)
     }
     if (floor !== Infinity) void journal.dropThrough(floor)
   }
@@ -380,8 +372,7 @@ export class Replicator implements ReplicationHook {
   /** Its whole-tree resync has run (or failed, and was said): the journal's floor moves on. */
   #wholeResyncDone (link: Link, rec: Rec): void {
     if (rec.m.op !== 'resync' || rec.m.path !== '/') return
-    if (link.wholeResyncAt !== null && rec.seq >= link.wholeResyncAt) link.wholeResyncAt = null
-    if (link.wholeResyncPending !== null && rec.seq >= link.wholeResyncPending) link.wholeResyncPending = null
+    if (link.wholeResync !== null && rec.seq >= link.wholeResync.seq) link.wholeResync = null
   }
 
   #passed (link: Link, rec: Rec): void {

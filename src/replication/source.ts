@@ -1,5 +1,8 @@
 import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, type Stats } from 'node:fs'
 
+/** The pieces a copy reads a larger source file in. */
+export const CHUNK = 256 * 1024
+
 /**
  * The source tree as a resync or a reconcile reads it: `root` and paths are byte strings
  * (latin1), as in mutations; '/' is the root itself.

@@ -1,12 +1,10 @@
 import type { Stats } from 'node:fs'
 import { E } from '../errors'
 import { ReplicaError, type FileSink, type Replica, type SinkEntry } from '../replica/replica'
-import type { SourceTree } from './source'
+import { CHUNK, type SourceTree } from './source'
 
-/** A file up to this size is read whole, in one go, when its turn comes. */
+/** A file up to this size is read whole, in one go, when its turn comes (a larger one in CHUNKs). */
 const READ_WHOLE = 1024 * 1024
-/** A larger one, in pieces of this size. */
-const CHUNK = 256 * 1024
 /**
  * Files queued at most: the walk stays ahead of the stream (a missing directory takes a few
  * round trips before its files are known) without holding the whole tree in memory.
@@ -340,8 +338,12 @@ export class Streamer {
     return batch
   }
 
+  #givenUp (): ReplicaError {
+    return new ReplicaError(`${this.#r.url}: the reconcile was given up`, E.ECANCELED)
+  }
+
   async #sink (): Promise<FileSink> {
-    if (this.#aborted) throw new ReplicaError(`${this.#r.url}: the reconcile was given up`, E.ECANCELED)
+    if (this.#aborted) throw this.#givenUp()
     // A new stream may start while the last one's tar is still at work: no tree spans two
     // streams, so the two never make the same directories.
     const spare = this.#spare
@@ -350,7 +352,7 @@ export class Streamer {
     if (sink === null) throw new ReplicaError(`${this.#r.url}: the replica no longer takes a stream of files`, E.EIO)
     if (this.#aborted) {
       sink.abort()
-      throw new ReplicaError(`${this.#r.url}: the reconcile was given up`, E.ECANCELED)
+      throw this.#givenUp()
     }
     return sink
   }
