@@ -45,6 +45,10 @@ const EXTENSIONS: Array<[string, string]> = [
 
 /** SFTP channels per connection: the first for everything in order, all for bulk copies. */
 const CHANNELS = 4
+/** An SFTP hello: SSH_FXP_INIT, version 3 (uint32 length 5, byte 1, uint32 3). */
+const SFTP_INIT = Buffer.from([0, 0, 0, 5, 1, 0, 0, 0, 3])
+/** What the first stream's command says before it runs tar. */
+const TAR_READY = 'GNU tar\n'
 
 export interface SftpOptions {
   url: string
@@ -119,10 +123,10 @@ export class SftpReplica implements Replica {
   #extensions = new Set<string>()
   #warned = new Set<string>()
   /**
-   * Whether the backup can take files as a tar stream: the account's uid where it runs GNU
-   * tar, null where it cannot (an SFTP-only account, no shell, no tar); undefined: not asked.
+   * Whether the backup can take files as a tar stream: true where the account runs GNU tar,
+   * false where it cannot (an SFTP-only account, no shell, no tar); asked once per connection.
    */
-  #tarUid: number | null | undefined = undefined
+  #tar: boolean | Promise<unknown> | null = null
 
   constructor (o: SftpOptions) {
     this.url = o.url
@@ -235,7 +239,7 @@ export class SftpReplica implements Replica {
     }
     this.#client = client
     this.#channels = [sftp]
-    this.#tarUid = undefined
+    this.#tar = null
     // The others are opened when a bulk copy first asks for them (each is a process on the
     // backup), and are a bonus: a server that limits sessions (MaxSessions) gets fewer.
     this.#more = async () => {
@@ -539,11 +543,20 @@ export class SftpReplica implements Replica {
   }
 
   async files (): Promise<FileSink | null> {
-    this.#tarUid ??= await this.#probeTar()
-    if (this.#tarUid === null) return null
-    // As root, files keep the source's numeric owners; another account cannot give them away.
-    const owner = this.#tarUid === 0 ? '--same-owner' : '--no-same-owner'
-    const ch = await this.#exec(`exec tar -x -b 256 -B -f - -p --numeric-owner ${owner} -C ${shellQuote(wire(this.#root))}`)
+    // One probe at a time: a second stream asked for meanwhile waits for its answer.
+    while (this.#tar instanceof Promise) await this.#tar
+    if (this.#tar === false) return null
+    const command = `tar -x -b 256 -B -f - -p --numeric-owner -C ${shellQuote(wire(this.#root))}`
+    let ch: ClientChannel | null
+    if (this.#tar === true) {
+      ch = await this.#exec(`exec ${command}`)
+    } else {
+      const probe = this.#probeTar(command)
+      this.#tar = probe
+      ch = await probe
+      if (this.#tar === probe) this.#tar = ch !== null
+    }
+    if (ch === null) return null
     return new TarSink(this.url, ch, path => {
       // Refused as any other path would be; the name is relative to the root tar runs in.
       wire(confine('', path))
@@ -552,37 +565,50 @@ export class SftpReplica implements Replica {
   }
 
   /**
-   * The account's uid, where the backup runs GNU tar for it; null otherwise. An SFTP-only
-   * account (ForceCommand internal-sftp) runs an SFTP server instead of the command, which
-   * ends with no output when its input does.
+   * The first stream of a connection: a channel running `command` (tar reading the archive
+   * from its input), where the backup runs GNU tar for this account; null otherwise. The check
+   * and the stream are one command, as each command starts a login shell on the backup, which
+   * can take a tenth of a second (a shell rc file that sets up a language's version manager).
+   * An SFTP-only account (ForceCommand internal-sftp) runs an SFTP server instead of any
+   * command, and says nothing until asked: the channel's first bytes are an SFTP hello
+   * (SSH_FXP_INIT), which the command drops and an SFTP server answers. Either way an answer
+   * comes, and nothing of the archive is sent before it says tar runs there. tar keeps the
+   * archive's numeric owners where it runs as root, and gives the account's own to the files
+   * otherwise (its defaults: --same-owner for root only).
    */
-  async #probeTar (): Promise<number | null> {
+  async #probeTar (command: string): Promise<ClientChannel | null> {
     let ch: ClientChannel
     try {
-      ch = await this.#exec('id -u && tar --version')
+      ch = await this.#exec(`dd bs=${SFTP_INIT.length} count=1 iflag=fullblock >/dev/null 2>&1 && case "$(tar --version 2>/dev/null)" in "tar (GNU tar)"*) echo '${TAR_READY.trim()}' && exec ${command};; esac`)
     } catch {
       return null
     }
-    const out = await new Promise<string>(resolve => {
+    const ready = await new Promise<boolean>(resolve => {
       let out = ''
-      const timer = setTimeout(() => ch.close(), this.#o.timeoutMs)
-      ch.on('data', (d: Buffer) => { if (out.length < 4096) out += d.toString('latin1') })
-      ch.stderr.resume()
-      ch.on('close', () => {
+      const done = (ok: boolean) => {
         clearTimeout(timer)
-        resolve(out)
-      })
-      ch.end()
-    })
-    const m = /^(\d+)\ntar \(GNU tar\)/.exec(out)
-    if (m === null) {
-      if (!this.#warned.has('tar')) {
-        this.#warned.add('tar')
-        this.#o.log.info('replica', `${this.url}: no GNU tar for this account on the backup: bulk copies go file by file over SFTP`)
+        ch.off('data', onData)
+        ch.off('close', onClose)
+        resolve(ok)
       }
-      return null
+      const onData = (d: Buffer) => {
+        out += d.toString('latin1')
+        if (out.length >= TAR_READY.length || !TAR_READY.startsWith(out)) done(out === TAR_READY)
+      }
+      const onClose = () => done(false)
+      const timer = setTimeout(() => done(false), this.#o.timeoutMs)
+      ch.on('data', onData)
+      ch.on('close', onClose)
+      ch.stderr.resume()
+      ch.write(SFTP_INIT)
+    })
+    if (ready) return ch
+    ch.close()
+    if (!this.#warned.has('tar')) {
+      this.#warned.add('tar')
+      this.#o.log.info('replica', `${this.url}: no GNU tar for this account on the backup: bulk copies go file by file over SFTP`)
     }
-    return Number(m[1])
+    return null
   }
 
   #exec (command: string): Promise<ClientChannel> {

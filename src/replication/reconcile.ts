@@ -4,13 +4,15 @@ import { E } from '../errors'
 import { hashFile } from '../replica/file'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
-import { CHUNK, SourceTree } from './source'
-import { Streamer } from './streamer'
+import { CHUNK, SourceTree, type Subtree } from './source'
+import { Streamer, wholeTree } from './streamer'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
 /** Directories listed at once (both sides), across the walk. */
 const LISTINGS = 8
+/** Nodes counted ahead at most, while the replica is asked whether it takes a stream. */
+const COUNT_AHEAD = 4096
 /** Writes of one file's copy in flight at once. */
 const WRITES_AHEAD = 8
 
@@ -90,6 +92,11 @@ export class Reconciler {
    * asked at the first difference to fix.
    */
   #streamer: Promise<Streamer | null> | undefined = undefined
+  /** Whether the replica has answered whether it takes a stream. */
+  #streamKnown = false
+  /** Missing directories counted ahead (countAhead), and how many nodes they hold. */
+  readonly #counted = new Map<string, Subtree | null>()
+  #countedNodes = 0
   /** Later names of hard link groups, waiting for their first to be streamed and placed. */
   readonly #links = new Set<Promise<void>>()
 
@@ -149,18 +156,39 @@ export class Reconciler {
     // together), not one after another. Nothing else of theirs depends on order.
     const links: Array<Promise<void>> = []
     const ex = this.#o.excludes
+    const nodes: Array<{ p: string, s: Stats | null, r: RemoteStat | null }> = []
     for (const name of [...new Set([...names, ...theirs.keys()])].sort()) {
       const p = join(path, name)
       const s = this.#tree.lstat(p)
       const r = theirs.get(name) ?? null
+      if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : r !== null && (r.mode & S_IFMT) === 0o040000)) continue
+      nodes.push({ p, s, r })
+    }
+    if (this.#o.fix && !this.#streamKnown) this.#countAhead(nodes)
+    for (const { p, s, r } of nodes) {
       const remoteKind = r !== null ? r.mode & S_IFMT : 0
-      if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : remoteKind === 0o040000)) continue
       if (s !== null && s.isDirectory() && remoteKind === 0o040000) subdirs.push(() => this.#node(p, s, r))
       else if (s !== null && s.isSymbolicLink() && remoteKind === 0o120000) links.push(this.#node(p, s, r))
       else await this.#node(p, s, r)
     }
     await Promise.all(links)
     await Promise.all(subdirs.map(walk => walk()))
+  }
+
+  /**
+   * While the replica is asked whether it takes a stream (a login shell on the backup starts,
+   * which can take a tenth of a second), the missing directories here are counted, as
+   * sendsWhole would: that much of the walk is done before the copying keeps this process busy.
+   */
+  #countAhead (nodes: Array<{ p: string, s: Stats | null, r: RemoteStat | null }>): void {
+    for (const { p, s, r } of nodes) {
+      if (this.#countedNodes >= COUNT_AHEAD) return
+      if (s === null || !s.isDirectory() || (r !== null && (r.mode & S_IFMT) === 0o040000)) continue
+      void this.#stream()
+      const counted = wholeTree(this.#tree, p)
+      this.#counted.set(p, counted)
+      this.#countedNodes += counted?.nodes ?? COUNT_AHEAD
+    }
   }
 
   async #node (path: string, src: Stats | null, rem: RemoteStat | null): Promise<void> {
@@ -194,7 +222,8 @@ export class Reconciler {
   async #create (path: string, src: Stats): Promise<void> {
     if (src.isDirectory() && this.#o.fix) {
       const streamer = await this.#stream()
-      const size = streamer?.sendsWhole(path) ?? null
+      const size = streamer === null ? null : this.#counted.has(path) ? this.#counted.get(path)! : streamer.sendsWhole(path)
+      this.#counted.delete(path)
       if (streamer !== null && size !== null) return this.#streamTree(streamer, path, src, size)
     }
     if (src.isDirectory()) {
@@ -299,6 +328,7 @@ export class Reconciler {
   /** The replica's file stream (asked for once), or null where it takes none. */
   #stream (): Promise<Streamer | null> {
     return this.#streamer ??= Streamer.open(this.#r, this.#tree, this.stats, (path, err) => this.#failed(path, err))
+      .finally(() => { this.#streamKnown = true })
   }
 
   /**
@@ -318,7 +348,7 @@ export class Reconciler {
    * A missing directory, whole, through the replica's file stream: under a temporary name,
    * renamed into place once all of it is there. Each node below is reported missing.
    */
-  async #streamTree (streamer: Streamer, path: string, src: Stats, size: { nodes: number, bytes: number }): Promise<void> {
+  async #streamTree (streamer: Streamer, path: string, src: Stats, size: Subtree): Promise<void> {
     let settled!: () => void
     const placed = new Promise<void>(resolve => { settled = resolve })
     await streamer.add(path, this.#tempFor(path), src, settled, { size, hooks: {

@@ -3,6 +3,12 @@ import { closeSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, ty
 /** The pieces a copy reads a larger source file in. */
 export const CHUNK = 256 * 1024
 
+/** A node in a directory, as it was listed. */
+export interface Listed { name: string, st: Stats }
+
+/** A directory's tree as `within` counted it: its nodes, their bytes, and each directory's listing. */
+export interface Subtree { nodes: number, bytes: number, listings: Map<string, Listed[]> }
+
 /**
  * The source tree as a resync or a reconcile reads it: `root` and paths are byte strings
  * (latin1), as in mutations; '/' is the root itself.
@@ -35,6 +41,16 @@ export class SourceTree {
   /** The names in a directory, as byte strings. Synchronous too, for the same reason. */
   readdir (path: string): string[] {
     return readdirSync(this.path(path), { encoding: 'buffer' }).map(n => n.toString('latin1'))
+  }
+
+  /** A directory's nodes, sorted by name (those gone meanwhile left out). */
+  list (path: string): Listed[] {
+    const listed: Listed[] = []
+    for (const name of this.readdir(path).sort()) {
+      const st = this.lstat(`${path}/${name}`)
+      if (st !== null) listed.push({ name, st })
+    }
+    return listed
   }
 
   /** A symlink's target, as a byte string. */
@@ -75,25 +91,27 @@ export class SourceTree {
   }
 
   /**
-   * The nodes and file bytes below `path`, where they are at most `files` and `bytes`; null
-   * where there are more, or where some of it cannot be read. It stops counting at the limit.
+   * The nodes and file bytes below `path`, where they are at most `files` and `bytes`, with
+   * what each directory held (sorted; a tree sent whole goes out as it was counted, not
+   * listed again); null where there are more, or where some of it cannot be read. It stops
+   * counting at the limit.
    */
-  within (path: string, files: number, bytes: number): { nodes: number, bytes: number } | null {
+  within (path: string, files: number, bytes: number): Subtree | null {
+    const listings = new Map<string, Listed[]>()
     let n = 0
     let b = 0
     const walk = (dir: string): boolean => {
-      for (const name of this.readdir(dir)) {
-        const p = `${dir}/${name}`
-        const st = this.lstat(p)
-        if (st === null) continue
+      const listed = this.list(dir)
+      listings.set(dir, listed)
+      for (const { name, st } of listed) {
         b += st.isFile() ? st.size : 0
         if (++n > files || b > bytes) return false
-        if (st.isDirectory() && !walk(p)) return false
+        if (st.isDirectory() && !walk(`${dir}/${name}`)) return false
       }
       return true
     }
     try {
-      return walk(path) ? { nodes: n, bytes: b } : null
+      return walk(path) ? { nodes: n, bytes: b, listings } : null
     } catch {
       return null
     }

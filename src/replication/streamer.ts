@@ -1,15 +1,16 @@
 import type { Stats } from 'node:fs'
 import { E } from '../errors'
 import { ReplicaError, type FileSink, type Replica, type SinkEntry } from '../replica/replica'
-import { CHUNK, type SourceTree } from './source'
+import { CHUNK, type Listed, type SourceTree, type Subtree } from './source'
 
 /** A file up to this size is read whole, in one go, when its turn comes (a larger one in CHUNKs). */
 const READ_WHOLE = 1024 * 1024
 /**
- * Files queued at most: the walk stays ahead of the stream (a missing directory takes a few
- * round trips before its files are known) without holding the whole tree in memory.
+ * Nodes queued at most (a tree sent whole counts all of its own): the walk stays ahead of the
+ * stream (a missing directory takes a few round trips before its files are known) without
+ * holding the whole tree in memory.
  */
-const QUEUED = 1024
+const QUEUED = 4096
 /** A stream is ended, and its files renamed into place, after this many files or bytes. */
 const BATCH_FILES = 2000
 const BATCH_BYTES = 256 * 1024 * 1024
@@ -27,7 +28,7 @@ interface Entry {
   /** Files sent in the tree. */
   files?: number
   /** A tree's size (sendsWhole's answer): it goes into one stream. */
-  size?: { nodes: number, bytes: number }
+  size?: Subtree
 }
 
 /** What a reconcile is told of a tree as it is sent. */
@@ -47,6 +48,12 @@ export interface TreeHooks {
  */
 class Unreadable {
   constructor (readonly err: unknown, readonly sent: boolean) {}
+}
+
+/** The tree below `path`, where it fits in one stream (Streamer.sendsWhole); null otherwise. */
+export function wholeTree (tree: SourceTree, path: string): Subtree | null {
+  // The directory's own entry counts too.
+  return tree.within(path, BATCH_FILES - 1, BATCH_BYTES)
 }
 
 /** One stream: the files written into it are renamed into place when it has ended. */
@@ -79,6 +86,9 @@ export class Streamer {
   #batch: Batch | null = null
   readonly #queue: Entry[] = []
   #head = 0
+  /** What the queued files and trees add up to. */
+  #queuedNodes = 0
+  #queuedBytes = 0
   #loop: Promise<void> | null = null
   /** The walk, waiting for room in the queue. */
   #waiting: Array<() => void> = []
@@ -104,10 +114,12 @@ export class Streamer {
    * Queues the file `path` to be written under `temp` and renamed; resolves once the queue
    * has room (the walk waits for that, not for the copy).
    */
-  async add (path: string, temp: string, src: Stats, settled?: () => void, tree?: { hooks: TreeHooks, size: { nodes: number, bytes: number } }): Promise<void> {
+  async add (path: string, temp: string, src: Stats, settled?: () => void, tree?: { hooks: TreeHooks, size: Subtree }): Promise<void> {
     this.#queue.push({ path, temp, src, settled, tree: tree?.hooks, size: tree?.size })
+    this.#queuedNodes += tree !== undefined ? tree.size.nodes + 1 : 1
+    this.#queuedBytes += tree !== undefined ? tree.size.bytes : src.isFile() ? src.size : 0
     this.#loop ??= this.#run()
-    if (this.#queue.length - this.#head >= QUEUED) await new Promise<void>(resolve => this.#waiting.push(resolve))
+    if (this.#queuedNodes >= QUEUED) await new Promise<void>(resolve => this.#waiting.push(resolve))
   }
 
   /** Once the walk is done: resolves when every queued file is in place (or has failed). */
@@ -125,9 +137,8 @@ export class Streamer {
    * left under its temporary name is deleted by the next one). A bigger one is made and
    * walked, and its parts sent.
    */
-  sendsWhole (path: string): { nodes: number, bytes: number } | null {
-    // The directory's own entry counts too.
-    return this.#tree.within(path, BATCH_FILES - 1, BATCH_BYTES)
+  sendsWhole (path: string): Subtree | null {
+    return wholeTree(this.#tree, path)
   }
 
   /** Gives up (the walk failed): files not yet renamed stay under their temporary names. */
@@ -136,6 +147,7 @@ export class Streamer {
     this.#aborted = true
     this.#queue.length = 0
     this.#head = 0
+    this.#queuedNodes = this.#queuedBytes = 0
     for (const wake of this.#waiting.splice(0)) wake()
     this.#batch?.sink.abort()
     this.#batch = null
@@ -151,11 +163,13 @@ export class Streamer {
     try {
       while (this.#head < this.#queue.length) {
         const e = this.#queue[this.#head++]!
+        this.#queuedNodes -= e.size !== undefined ? e.size.nodes + 1 : 1
+        this.#queuedBytes -= e.size !== undefined ? e.size.bytes : e.src.isFile() ? e.src.size : 0
         if (this.#head === this.#queue.length) {
           this.#queue.length = 0
           this.#head = 0
         }
-        if (this.#waiting.length > 0 && this.#queue.length - this.#head < QUEUED / 2) {
+        if (this.#waiting.length > 0 && this.#queuedNodes < QUEUED / 2) {
           for (const wake of this.#waiting.splice(0)) wake()
         }
         await this.#write(e)
@@ -183,7 +197,7 @@ export class Streamer {
    * placed when that stream ends, and fails with it.
    */
   async #writeTree (e: Entry, hooks: TreeHooks): Promise<void> {
-    const size = e.size ?? { nodes: BATCH_FILES, bytes: BATCH_BYTES }
+    const size = e.size ?? { nodes: BATCH_FILES, bytes: BATCH_BYTES, listings: new Map() }
     const current = this.#batch
     if (current !== null && (current.files + size.nodes + 1 > BATCH_FILES || current.bytes + size.bytes > BATCH_BYTES)) this.#end(current)
     let batch: Batch
@@ -219,21 +233,22 @@ export class Streamer {
     const firsts = new Map<number, string>()
     // Inodes whose first name went as zeros (a read failed half way): every name is deleted.
     const zeroed = new Set<number>()
+    // As the tree was counted (sendsWhole): not listed again.
+    const listings = e.size?.listings
     const walk = async (path: string, to: string, st: Stats): Promise<void> => {
       await this.#emit(to, path, st)
-      let names: string[]
+      let listed: Listed[]
       try {
-        names = this.#tree.readdir(path).sort()
+        listed = listings?.get(path) ?? this.#tree.list(path)
       } catch (err) {
         // Made empty; the next pass reports it again.
         this.#failed(path, err)
         return
       }
-      for (const name of names) {
+      for (const { name, st: s } of listed) {
         const p = `${path}/${name}`
         const t = `${to}/${name}`
-        const s = this.#tree.lstat(p)
-        if (s === null || !hooks.include(p, s)) continue
+        if (!hooks.include(p, s)) continue
         try {
           if (s.isDirectory()) {
             await walk(p, t, s)
@@ -335,6 +350,9 @@ export class Streamer {
     batch.files++
     batch.bytes += size
     if (!batch.held && (batch.files >= BATCH_FILES || batch.bytes >= BATCH_BYTES)) this.#end(batch)
+    // Half way through a stream, the next is opened: its tar is started by a login shell on
+    // the backup, which may take longer than the rest of this stream does to go.
+    else if (this.#spare === null && this.#more(batch) && (batch.files >= BATCH_FILES / 2 || batch.bytes >= BATCH_BYTES / 2)) this.#spare = this.#open()
     return batch
   }
 
@@ -357,11 +375,26 @@ export class Streamer {
     return sink
   }
 
+  /**
+   * Whether another stream may be needed after `batch`: the walk goes on, or what waits does
+   * not fit in it.
+   */
+  #more (batch: Batch | null): boolean {
+    if (!this.#finished) return true
+    const files = batch?.files ?? 0
+    const bytes = batch?.bytes ?? 0
+    return this.#queuedNodes + files > BATCH_FILES || this.#queuedBytes + bytes > BATCH_BYTES
+  }
+
+  #open (): Promise<FileSink | null> {
+    return this.#r.files!().catch(() => null)
+  }
+
   /** Ends a batch's stream, then renames its files into place. */
   #end (batch: Batch): void {
     if (this.#batch === batch) this.#batch = null
     // The next batch's stream is opened now, while this one ends.
-    if (!this.#finished) this.#spare ??= this.#r.files!().catch(() => null)
+    if (this.#more(null)) this.#spare ??= this.#open()
     const ended = batch.sink.end()
     const done = (async () => {
       let partly: ReplicaError | null

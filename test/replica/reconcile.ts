@@ -143,7 +143,8 @@ t.test('an interrupted resync resumes: the next run copies only what is left', a
   const FILES = 3000
   for (let d = 0; d < 30; d++) {
     mkdirSync(join(src, `d${d}`), { recursive: true })
-    for (let f = 0; f < FILES / 30; f++) file(join(src, `d${d}`, `f${f}`), `file ${d}/${f} `.repeat(200))
+    // 20 KB each: the second stream takes long enough to be killed in (small files go in a blink).
+    for (let f = 0; f < FILES / 30; f++) file(join(src, `d${d}`, `f${f}`), `file ${d}/${f} `.repeat(1600))
   }
   mkdirSync(rep)
   const r = ['--replica', `sftp://root@${sshd.host}:${sshd.port}${rep}`, '--identity', sshd.identity, '--known-hosts', sshd.knownHosts]
