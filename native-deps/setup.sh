@@ -4,7 +4,9 @@
 #
 #   native-deps/setup.sh          runtime: FUSE, the build toolchain, npm packages, the build
 #   native-deps/setup.sh --test   also what the test suite drives: OpenSSH's sshd and ssh-keygen
-#                                 for the replicas, python3 for the xattr/mmap probes
+#                                 for the replicas, python3 for the xattr/mmap probes; for the
+#                                 end-to-end upload scene vsftpd, nginx, curl and iproute2
+#                                 (network namespaces), installed without starting the services
 #   native-deps/setup.sh --bench  also what the benchmarks compare against: bindfs, OpenSSH's
 #                                 sftp, rsync, lsyncd
 set -euo pipefail
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 packages=(fuse libfuse2 libfuse-dev pkg-config python3 make g++ patch)
 for arg in "$@"; do
   case "$arg" in
-    --test) packages+=(openssh-server openssh-client procps) ;;
+    --test) packages+=(openssh-server openssh-client procps vsftpd nginx-light curl iproute2) ;;
     --bench) packages+=(bindfs openssh-server openssh-client rsync lsyncd) ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
@@ -30,7 +32,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "installing Debian packages: ${missing[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Packages with a service (sshd, vsftpd, nginx) are installed without starting it: the tests
+  # start their own, on addresses of their own. A policy-rc.d there already is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# replicafs setup.sh: no service starts while it installs packages\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    made_policy=1
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || status=$?
+  if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+  if [ "$status" -ne 0 ]; then exit "$status"; fi
 fi
 
 if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then

@@ -26,12 +26,16 @@ export interface SshdOptions {
   chrootSftpOnly?: boolean
   /** Login user. Default 'root', or 'rfsftp' with chrootSftpOnly. */
   user?: string
+  /** Run inside this network namespace (ip netns), listening on `host` port 22. */
+  netns?: string
+  /** The address to listen on (default 127.0.0.1). */
+  host?: string
 }
 
 export interface Sshd {
   dir: string
   port: number
-  host: '127.0.0.1'
+  host: string
   user: string
   /** path of the private user key (ed25519, no passphrase) */
   identity: string
@@ -150,9 +154,9 @@ async function freePort(): Promise<number> {
   })
 }
 
-function tcpProbe(port: number): Promise<boolean> {
+function tcpProbe(port: number, host = HOST): Promise<boolean> {
   return new Promise(resolve => {
-    const s = net.connect({ host: HOST, port })
+    const s = net.connect({ host, port })
     const done = (ok: boolean) => {
       s.removeAllListeners()
       s.destroy()
@@ -212,6 +216,7 @@ async function userIds(user: string): Promise<{ uid: number; gid: number }> {
 export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   const chroot = opts.chrootSftpOnly === true
   const user = opts.user ?? (chroot ? 'rfsftp' : 'root')
+  const host = opts.host ?? HOST
 
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'replicafs-sshd-'))
   // non-root users must be able to read authorized_keys (sshd reads it with
@@ -255,7 +260,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
 
     const writeConfig = async (port: number) => {
       const lines = [
-        `ListenAddress ${HOST}`,
+        `ListenAddress ${host}`,
         `Port ${port}`,
         `HostKey ${hostKey}`,
         `PidFile ${pidFile}`,
@@ -285,7 +290,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
         )
       }
       await fsp.writeFile(configFile, lines.join('\n') + '\n')
-      await fsp.writeFile(knownHosts, `${knownHostsHost(HOST, port)} ${hostPublicKey}\n`)
+      await fsp.writeFile(knownHosts, `${knownHostsHost(host, port)} ${hostPublicKey}\n`)
     }
 
     let child: ChildProcess | undefined
@@ -306,7 +311,11 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       await writeConfig(port)
       const logStart = readLog().length
       const fd = openSync(logFile, 'a')
-      const c = spawn(SSHD, ['-D', '-e', '-f', configFile], { stdio: ['ignore', fd, fd] })
+      const args = ['-D', '-e', '-f', configFile]
+      // ip netns exec execs sshd itself: the pid is sshd's.
+      const c = opts.netns !== undefined
+        ? spawn('ip', ['netns', 'exec', opts.netns, SSHD, ...args], { stdio: ['ignore', fd, fd] })
+        : spawn(SSHD, args, { stdio: ['ignore', fd, fd] })
       closeSync(fd)
       let exitCode: number | null | undefined
       let exitSignal: NodeJS.Signals | null = null
@@ -332,7 +341,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
           if (/Address already in use|Cannot bind any address/.test(log)) return 'inuse'
           throw new Error(`sshd exited (code ${exitCode}, signal ${exitSignal}) during startup:\n${log}`)
         }
-        if (await tcpProbe(port)) return 'ok'
+        if (await tcpProbe(port, host)) return 'ok'
         await sleep(50)
       }
       await stopProcs()
@@ -360,11 +369,11 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     const start = async (fixedPort?: number): Promise<number> => {
       const deadline = Date.now() + START_TIMEOUT_MS
       for (;;) {
-        const port = fixedPort ?? (await freePort())
+        const port = fixedPort ?? (opts.netns !== undefined ? 22 : await freePort())
         const r = await spawnOnce(port)
         if (r === 'ok') return port
         if (Date.now() > deadline) {
-          throw new Error(`sshd could not bind ${HOST}:${port}:\n${readLog()}`)
+          throw new Error(`sshd could not bind ${host}:${port}:\n${readLog()}`)
         }
         await sleep(fixedPort ? 200 : 10)
       }
@@ -381,7 +390,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     const sshd: Sshd = {
       dir,
       port,
-      host: HOST,
+      host,
       user,
       identity,
       knownHosts,
