@@ -18,7 +18,7 @@ const START_MS = 10_000
 
 /** The user vsftpd lets in: a local account with a password, no root. */
 export const FTP_USER = 'rfsftpe2e'
-const FTP_PASS = 'e2e-upload-only'
+export const FTP_PASS = 'e2e-upload-only'
 
 async function ip (...args: string[]): Promise<string> {
   return (await run('ip', args)).stdout
