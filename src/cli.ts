@@ -77,12 +77,22 @@ options:
   --allow-other        let users other than the one running replicafs use the mount (an
                        FTP server's users); needs root or user_allow_other in
                        /etc/fuse.conf. default: off
+  --promote            make <source> the master although its generation mark says a
+                       newer master wrote it as a replica: the failover of a backup (see
+                       fencing below). default: off
   -h, --help           this text
+
+fencing: the root of the source and of each replica holds a symlink .replicafs-generation
+(never replicated nor compared). The master marks its source replicafs:master:G and each
+replica replicafs:replica:G before it writes there; --promote takes G one past the mark. A
+source marked as a replica, a replica marked by a newer master, or a replica that is the
+source of a master as new as this one, refuses the mount (exit 4) or, on a reconnect, stops
+replication to that replica: a stale master coming back never overwrites a promoted backup.
 
 exit codes: 0 unmounted cleanly; 2 bad usage (bad arguments, a source that is not a
 directory, a mountpoint inside the source or not empty); 3 the mount or a replica could not
 be reached (no /dev/fuse, the native binding missing, a host key unknown or changed, a key
-refused, a port closed).`,
+refused, a port closed); 4 fenced: a generation mark says another master is newer.`,
   verify: `replicafs verify <source> --replica URL... [options]
 
 Compares each replica with <source> and prints every difference, one per line:
@@ -123,7 +133,7 @@ options:
   -h, --help           this text
 
 exit codes: 0 done; 1 something could not be fixed (each logged); 2 bad usage; 3 a replica
-could not be reached.`,
+could not be reached; 4 fenced (a replica is a newer master's, as for mount).`,
   status: `replicafs status <mountpoint> [--json]
 replicafs status --state-dir DIR [--json]
 

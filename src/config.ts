@@ -34,6 +34,8 @@ export interface MountConfig {
   excludes: string[]
   /** Where the Prometheus endpoint listens; default none (off). */
   metrics: { host: string, port: number } | null
+  /** Make this source the master past the generation its mark says (a failover); default off. */
+  promote: boolean
 }
 
 export const DEFAULTS = {
@@ -59,6 +61,7 @@ export const MOUNT_OPTIONS = {
   exclude: { type: 'string', multiple: true },
   config: { type: 'string' },
   metrics: { type: 'string' },
+  promote: { type: 'boolean' },
 } as const
 
 /** The options of `replicafs verify` and `replicafs resync`. */
@@ -120,6 +123,7 @@ export function mountConfig (source: string, mountpoint: string, v: Record<strin
     checksum: v.checksum === true,
     excludes: (v.exclude as string[] | undefined) ?? [],
     metrics: metrics(v, replicas.length),
+    promote: v.promote === true,
   }
 }
 

@@ -27,6 +27,7 @@ const KEYS: Record<string, Kind> = {
   checksum: 'boolean',
   exclude: 'list',
   metrics: 'string',
+  promote: 'boolean',
 }
 
 const FORM: Record<Kind, string> = {

@@ -6,6 +6,8 @@ export const EXIT = {
   differences: 1,
   usage: 2,
   unreachable: 3,
+  /** A generation mark says another master is newer (fence.ts). */
+  fenced: 4,
 } as const
 
 /**

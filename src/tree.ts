@@ -6,7 +6,7 @@ import type { Logger } from './log'
 import { blameFile, merge, readConfigFile } from './configfile'
 import { Excludes } from './replication/exclude'
 import type { Difference } from './replication/reconcile'
-import { connectReplicas, reconcile } from './replication/replicas'
+import { connectReplicas, fence, reconcile } from './replication/replicas'
 
 /** A byte-string path (latin1) as the bytes it names. */
 const bytes = (s: string) => Buffer.from(s, 'latin1')
@@ -52,6 +52,8 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
   const prefix = command === 'resync' ? (fix ? 'fixed: ' : 'would fix: ') : ''
   const out = new LineBuffer()
   const replicas = await connectReplicas(c, log)
+  // A resync writes as a master does: not over a newer master's tree (fence.ts).
+  if (fix) await fence(source, false, replicas)
   const report: Array<{ url: string, equal: boolean, differences: Difference[], errors: string[] }> = []
   let status: number = EXIT.ok
   try {
@@ -60,7 +62,7 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
       const s = await reconcile(Buffer.from(source, 'utf8').toString('latin1'), r, {
         fix,
         checksum: c.checksum,
-        excludes: c.excludes.length > 0 ? new Excludes(c.excludes) : null,
+        excludes: new Excludes(c.excludes),
         found: d => {
           if (json) differences.push({ ...d, path: text(d.path), source: text(d.source), replica: text(d.replica) })
           else out.push(line(r.url, d, prefix))

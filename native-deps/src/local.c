@@ -188,10 +188,19 @@ static int pt_statfs (const char *path, struct statvfs *sv) {
   return fstatvfs(root_fd, sv) < 0 ? -errno : 0;
 }
 
+// The generation mark (src/replication/fence.ts) is at the source's root: the mount neither
+// shows it nor lets a caller make, change or remove anything under its name. One comparison
+// per call, and only of paths that start with "/.".
+static const char MARK[] = "/.replicafs-generation";
+static inline int is_mark (const char *path) {
+  return path[1] == '.' && strcmp(path, MARK) == 0;
+}
+
 static int pt_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *fi) {
   (void) offset;
   (void) fi;
   const char *r = rel(path);
+  int at_root = *r == '\0';
   int fd = openat(root_fd, *r == '\0' ? "." : r, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return -errno;
   DIR *d = fdopendir(fd);
@@ -207,6 +216,7 @@ static int pt_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_
     memset(&st, 0, sizeof(st));
     st.st_ino = e->d_ino;
     st.st_mode = (mode_t) DTTOIF(e->d_type);
+    if (at_root && strcmp(e->d_name, MARK + 1) == 0) continue;
     if (filler(buf, e->d_name, &st, 0)) break;
   }
   int err = errno;
@@ -611,6 +621,48 @@ TIMED(RFS_OP_UTIMENS, utimens, (const char *a, const struct timespec b[2]), (a, 
 TIMED(RFS_OP_SETXATTR, setxattr, (const char *a, const char *b, const char *c, size_t d, int e), (a, b, c, d, e))
 TIMED(RFS_OP_REMOVEXATTR, removexattr, (const char *a, const char *b), (a, b))
 
+// Calls on the mark's name: as if there were nothing there (ENOENT), or refused (EPERM) where
+// they would make something under it.
+#define GUARD(name, params, args, check) \
+  static int (*unguarded_##name) params; \
+  static int guarded_##name params { \
+    check \
+    return unguarded_##name args; \
+  }
+#define ABSENT(p) if (is_mark(p)) return -ENOENT;
+#define REFUSED(p) if (is_mark(p)) return -EPERM;
+
+GUARD(getattr, (const char *a, struct stat *b), (a, b), ABSENT(a))
+GUARD(access, (const char *a, int b), (a, b), ABSENT(a))
+GUARD(readlink, (const char *a, char *b, size_t c), (a, b, c), ABSENT(a))
+GUARD(opendir, (const char *a, struct fuse_file_info *b), (a, b), ABSENT(a))
+GUARD(getxattr, (const char *a, const char *b, char *c, size_t d), (a, b, c, d), ABSENT(a))
+GUARD(listxattr, (const char *a, char *b, size_t c), (a, b, c), ABSENT(a))
+GUARD(open, (const char *a, struct fuse_file_info *b), (a, b), ABSENT(a))
+GUARD(create, (const char *a, mode_t b, struct fuse_file_info *c), (a, b, c), REFUSED(a))
+GUARD(truncate, (const char *a, off_t b), (a, b), ABSENT(a))
+GUARD(mkdir, (const char *a, mode_t b), (a, b), REFUSED(a))
+GUARD(mknod, (const char *a, mode_t b, dev_t c), (a, b, c), REFUSED(a))
+GUARD(symlink, (const char *a, const char *b), (a, b), REFUSED(b))
+GUARD(link, (const char *a, const char *b), (a, b), ABSENT(a) REFUSED(b))
+GUARD(rename, (const char *a, const char *b), (a, b), ABSENT(a) REFUSED(b))
+GUARD(unlink, (const char *a), (a), ABSENT(a))
+GUARD(rmdir, (const char *a), (a), ABSENT(a))
+GUARD(chmod, (const char *a, mode_t b), (a, b), ABSENT(a))
+GUARD(chown, (const char *a, uid_t b, gid_t c), (a, b, c), ABSENT(a))
+GUARD(utimens, (const char *a, const struct timespec b[2]), (a, b), ABSENT(a))
+GUARD(setxattr, (const char *a, const char *b, const char *c, size_t d, int e), (a, b, c, d, e), ABSENT(a))
+GUARD(removexattr, (const char *a, const char *b), (a, b), ABSENT(a))
+
+static void guard_ops (struct fuse_operations *ops) {
+#define WRAP(name) unguarded_##name = ops->name; ops->name = guarded_##name;
+  WRAP(getattr) WRAP(access) WRAP(readlink) WRAP(opendir) WRAP(getxattr) WRAP(listxattr)
+  WRAP(open) WRAP(create) WRAP(truncate) WRAP(mkdir) WRAP(mknod) WRAP(symlink) WRAP(link)
+  WRAP(rename) WRAP(unlink) WRAP(rmdir) WRAP(chmod) WRAP(chown) WRAP(utimens)
+  WRAP(setxattr) WRAP(removexattr)
+#undef WRAP
+}
+
 static void time_ops (struct fuse_operations *ops) {
 #define WRAP(name) orig_##name = ops->name; ops->name = timed_##name;
   WRAP(getattr) WRAP(fgetattr) WRAP(access) WRAP(readlink) WRAP(read) WRAP(statfs)
@@ -656,5 +708,6 @@ void rfs_local_ops (struct fuse_operations *ops) {
   ops->fsyncdir = pt_fsyncdir;
   ops->getxattr = pt_getxattr;
   ops->listxattr = pt_listxattr;
+  guard_ops(ops);
   if (hist != NULL) time_ops(ops);
 }

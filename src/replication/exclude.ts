@@ -1,20 +1,27 @@
 import { lstatSync } from 'node:fs'
 import ignore, { type Ignore } from 'ignore'
+import { MARK } from './fence'
 import type { Mutation, ReplicationHook } from './mutation'
 
 /**
  * `--exclude` patterns, gitignore-style (the `ignore` package, which follows git's rules:
  * `*.part`, `/cache/`, `tmp/**`, `!keep.part`, ...), matched against paths relative to the
  * source root. Excluded paths are served by the mount but never replicated; verify and resync
- * neither compare nor touch them (on either side).
+ * neither compare nor touch them (on either side). The generation mark (fence.ts) is always
+ * excluded: each tree keeps its own.
  */
 export class Excludes {
   readonly patterns: string[]
-  readonly #ig: Ignore
+  readonly #ig: Ignore | null
 
   constructor (patterns: string[]) {
     this.patterns = patterns
-    this.#ig = ignore().add(patterns)
+    this.#ig = patterns.length > 0 ? ignore().add(patterns) : null
+  }
+
+  /** Whether some paths besides the mark are excluded (else a node's type never matters). */
+  get any (): boolean {
+    return this.#ig !== null
   }
 
   /**
@@ -22,7 +29,8 @@ export class Excludes {
    * (patterns with a trailing '/' match only those).
    */
   matches (path: string, dir: boolean): boolean {
-    if (path === '/' || path === '') return false
+    if (path === MARK) return true
+    if (this.#ig === null || path === '/' || path === '') return false
     const rel = Buffer.from(path.slice(1), 'latin1').toString('utf8')
     try {
       return this.#ig.ignores(dir ? rel + '/' : rel)
@@ -94,14 +102,14 @@ export class ExcludingHook implements ReplicationHook {
       case 'setxattr':
       case 'removexattr':
         // A dir-only pattern (cache/) must see a dir as one.
-        return ex.matches(m.path, this.#isDir(m.path)) ? undefined : this.#inner.apply(m)
+        return ex.matches(m.path, ex.any && this.#isDir(m.path)) ? undefined : this.#inner.apply(m)
       case 'mkdir':
       case 'rmdir':
         return ex.matches(m.path, true) ? undefined : this.#inner.apply(m)
       case 'rename':
       case 'link': {
-        // The node is at its new name now: its type tells dir-only patterns apart.
-        const dir = m.op === 'rename' && this.#isDir(m.path)
+        // The node is at its new name now: its type tells dir-only patterns apart (where any).
+        const dir = m.op === 'rename' && ex.any && this.#isDir(m.path)
         const from = ex.matches(m.from, dir)
         const to = ex.matches(m.path, dir)
         if (!from && !to) return this.#inner.apply(m)
@@ -113,7 +121,8 @@ export class ExcludingHook implements ReplicationHook {
         // stays (a link's old name is still there).
         if (from) return this.#inner.apply({ op: 'resync', path: m.path, uid, gid })
         if (m.op === 'link') return undefined
-        return this.#inner.apply(dir ? { op: 'resync', path: m.from, uid, gid } : { op: 'unlink', path: m.from, uid, gid })
+        const moved = dir || (!ex.any && this.#isDir(m.path))
+        return this.#inner.apply(moved ? { op: 'resync', path: m.from, uid, gid } : { op: 'unlink', path: m.from, uid, gid })
       }
       default:
         return m.path !== null && ex.matches(m.path, false) ? undefined : this.#inner.apply(m)

@@ -42,6 +42,8 @@ export interface ReplicatorOptions {
    * those some replica has yet to apply when the call answers. null: nowhere.
    */
   journal: Journal | null
+  /** Checked after each reconnect: rejects (permanent) where the replica is not to be written any more. */
+  fence?: (r: Replica) => Promise<void>
   log: Logger
 }
 
@@ -447,6 +449,7 @@ export class Replicator implements ReplicationHook {
     if (link.backoffMs > 0) await new Promise(resolve => setTimeout(resolve, link.backoffMs))
     try {
       await link.replica.connect()
+      await this.#o.fence?.(link.replica)
       link.applier.reset()
       link.connected = true
       link.backoffMs = 0

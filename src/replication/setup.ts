@@ -8,7 +8,8 @@ import { Journal, type JournalRecord } from './journal'
 import { Excludes, ExcludingHook } from './exclude'
 import type { Mutation, ReplicationHook } from './mutation'
 import { Replicator } from './replicator'
-import { connectReplicas, reconcile } from './replicas'
+import { claim } from './fence'
+import { connectReplicas, fence, reconcile } from './replicas'
 
 /**
  * Connects every replica of the config, replays what a killed run left, and reconciles each
@@ -17,9 +18,11 @@ import { connectReplicas, reconcile } from './replicas'
 export async function startReplication (c: MountConfig, sourceRoot: string, log: Logger): Promise<{ replicator: Replicator, control: ControlServer | null, metrics: Metrics | null, hook: ReplicationHook } | null> {
   if (c.replicas.length === 0) return null
   const replicas = await connectReplicas(c, log)
+  const generation = await fence(sourceRoot, c.promote, replicas)
+  log.info('replica', `generation ${generation}${c.promote ? ' (promoted)' : ''}: every replica is marked as this master's`)
 
   const sourceBytes = Buffer.from(sourceRoot, 'utf8').toString('latin1')
-  const excludes = c.excludes.length > 0 ? new Excludes(c.excludes) : null
+  const excludes = new Excludes(c.excludes)
   const inFlight = await readIntents(c.stateDir)
   if (inFlight.size > 0) log.info('journal', `resyncing ${inFlight.size} paths whose changes were in flight when the last run stopped`)
   // Both modes journal: async every change, sync what some replica has yet to apply when
@@ -41,6 +44,8 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
       excludes,
     },
     journal: opened.journal,
+    // After each reconnect: a replica a newer master has marked since is not written again.
+    fence: r => claim(r, generation),
     log,
   })
   // status, wait and metrics answer from here on: through the replay and the reconcile too.
@@ -68,8 +73,8 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
       for (const e of s.errors) log.error('reconcile', `${r.url}: ${e}`)
     }
   }
-  // Excluded paths stay local: the mount hands changes to the filter first.
-  let hook: ReplicationHook = excludes !== null ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
+  // Excluded paths (the generation mark always) stay local: the mount hands changes to the filter first.
+  let hook: ReplicationHook = new ExcludingHook(replicator, excludes, sourceBytes)
   if (metrics !== null) hook = metrics.timed(hook)
   return { replicator, control, metrics, hook }
 }

@@ -258,6 +258,8 @@ function snapshot (dir) {
   const byIno = new Map()
   const walk = rel => {
     for (const name of fs.readdirSync(path.join(dir, rel)).sort()) {
+      // Each tree's own generation mark (fence.ts): never replicated, different by design.
+      if (rel === '' && name === '.replicafs-generation') continue
       const r = rel === '' ? name : rel + '/' + name
       const p = path.join(dir, r)
       const st = fs.lstatSync(p)

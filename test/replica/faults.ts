@@ -195,7 +195,7 @@ t.test('host keys and connection failures at mount', async t => {
   })
 
   t.test('the replicas were never touched by a refused mount', async t => {
-    t.same(readdirSync(d.source).sort(), ['via-hashed.txt'], 'source holds only what the accepted mount wrote')
+    t.same(readdirSync(d.source).sort(), ['.replicafs-generation', 'via-hashed.txt'], 'source holds only what the accepted mount wrote (and its generation mark)')
   })
 })
 

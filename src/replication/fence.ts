@@ -1,0 +1,103 @@
+import { randomBytes } from 'node:crypto'
+import { readlinkSync, renameSync, symlinkSync, unlinkSync } from 'node:fs'
+import { EXIT, E, UserError } from '../errors'
+import { ReplicaError, type Replica } from '../replica/replica'
+import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
+
+/**
+ * Fencing, as DRBD keeps generation ids: the root of every tree replicafs writes holds a mark,
+ * a symlink whose target says who wrote the tree last and in which generation. A master marks
+ * its own source `master:G`; it marks each replica `replica:G` before it writes anything there.
+ * A backup made the master (`mount --promote`) takes the generation past every one it has seen.
+ * So a master that comes back stale finds either its own source marked as a newer master's
+ * replica, or its replica marked as a newer master: it refuses, and never overwrites the
+ * promoted backup. The mark is never replicated, compared nor deleted (a built-in exclude);
+ * a symlink's target is not served by a web server as content.
+ */
+export const MARK = '/.replicafs-generation'
+const MARK_NAME = MARK.slice(1)
+
+export interface Mark { role: 'master' | 'replica', generation: number }
+
+export function parseMark (target: string): Mark | null {
+  const m = /^replicafs:(master|replica):(\d{1,15})$/.exec(target)
+  return m === null ? null : { role: m[1] as Mark['role'], generation: Number(m[2]) }
+}
+
+export function formatMark (m: Mark): string {
+  return `replicafs:${m.role}:${m.generation}`
+}
+
+function tempName (): string {
+  return `${TEMP_PREFIX}${randomBytes(8).toString('hex')}${TEMP_SUFFIX}`
+}
+
+function notOurs (where: string, target: string): string {
+  return `${where} holds ${MARK_NAME} -> ${JSON.stringify(target)}, which is not a replicafs generation mark (replicafs:master:N or replicafs:replica:N); remove it if nothing else uses it`
+}
+
+/**
+ * The generation this master writes its replicas in, read from the source's mark, which it
+ * then sets to `master:G`. A source marked as a replica (a newer master wrote it since, after
+ * a failover) is refused unless `promote`, which takes the generation one past it.
+ */
+export function masterGeneration (source: string, promote: boolean): number {
+  const path = `${source}/${MARK_NAME}`
+  let target: string | null
+  try {
+    target = readlinkSync(path, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EINVAL') throw new UserError(notOurs(source, '(not a symlink)'), EXIT.usage)
+    if (code !== 'ENOENT') throw err
+    target = null
+  }
+  const mark = target === null ? null : parseMark(target)
+  if (target !== null && mark === null) throw new UserError(notOurs(source, target), EXIT.usage)
+  if (mark?.role === 'replica' && !promote) {
+    throw new UserError(`${source} was last written as a replica by a master of generation ${mark.generation}: it is a backup now, and mounting it as the master would overwrite that master's newer data on its replicas; to make it the master (a failover), mount it with --promote`, EXIT.fenced)
+  }
+  const generation = mark === null ? 1 : promote ? mark.generation + 1 : mark.generation
+  if (target !== formatMark({ role: 'master', generation })) {
+    const temp = `${source}/${tempName()}`
+    symlinkSync(formatMark({ role: 'master', generation }), temp)
+    try {
+      renameSync(temp, path)
+    } catch (err) {
+      try { unlinkSync(temp) } catch {}
+      throw err
+    }
+  }
+  return generation
+}
+
+/**
+ * Marks `r` as this master's replica of `generation`, after checking that no newer master has
+ * it: a replica marked by a newer master, or the live source of a master as new as this one,
+ * is refused (a ReplicaError that needs a human: replication to it stops).
+ */
+export async function claim (r: Replica, generation: number): Promise<void> {
+  const st = await r.lstat(MARK)
+  let mark: Mark | null = null
+  if (st !== null) {
+    if ((st.mode & 0o170000) !== 0o120000) throw new ReplicaError(notOurs(r.url, '(not a symlink)'), E.EEXIST, 'permanent')
+    const target = await r.readlink(MARK)
+    mark = parseMark(target)
+    if (mark === null) throw new ReplicaError(notOurs(r.url, target), E.EEXIST, 'permanent')
+  }
+  if (mark !== null && mark.role === 'replica' && mark.generation > generation) {
+    throw new ReplicaError(`${r.url}: fenced: a master of generation ${mark.generation} has written to it since this one (generation ${generation}) did; this master is stale and does not write there`, E.EPERM, 'permanent')
+  }
+  if (mark !== null && mark.role === 'master' && mark.generation >= generation) {
+    throw new ReplicaError(`${r.url}: fenced: it is the source of a master of generation ${mark.generation} (this one: ${generation}); a master never writes over another as new as itself`, E.EPERM, 'permanent')
+  }
+  if (mark?.role === 'replica' && mark.generation === generation) return
+  const temp = `/${tempName()}`
+  await r.symlink(formatMark({ role: 'replica', generation }), temp)
+  try {
+    await r.rename(temp, MARK)
+  } catch (err) {
+    await r.unlink(temp).catch(() => {})
+    throw err
+  }
+}
