@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync, readdirSync } from 'node:fs'
 
 /** Children running right now, so that a signal handler can kill them. */
 export const running = new Set<ChildProcess>()
@@ -42,3 +43,39 @@ export async function runParallel (cmds: Array<[string, string[]]>, timeoutMs: n
   await Promise.all(cmds.map(([c, a]) => run(c, a, timeoutMs)))
   return { ms: Number(process.hrtime.bigint() - t0) / 1e6, stdout: '' }
 }
+
+// --- process trees (lsyncd's rsync/ssh children), signalled by pid + start time ---------------
+
+export interface ProcId { pid: number, start: string }
+export function procStat (pid: number): { ppid: number, start: string, state: string } | undefined {
+  let s: string
+  try { s = readFileSync(`/proc/${pid}/stat`, 'utf8') } catch { return undefined }
+  const rest = s.slice(s.lastIndexOf(')') + 2).split(' ')
+  return { ppid: Number(rest[1]), start: rest[19] ?? '', state: rest[0] ?? '' }
+}
+export function procAlive (p: ProcId): boolean {
+  const st = procStat(p.pid)
+  return st !== undefined && st.start === p.start && st.state !== 'Z' && st.state !== 'X'
+}
+export function descendantsOf (pid: number): ProcId[] {
+  const kids = new Map<number, ProcId[]>()
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    const st = procStat(Number(name))
+    if (st === undefined) continue
+    const l = kids.get(st.ppid) ?? []
+    l.push({ pid: Number(name), start: st.start })
+    kids.set(st.ppid, l)
+  }
+  const out: ProcId[] = []
+  const q = [pid]
+  while (q.length > 0) {
+    for (const c of kids.get(q.shift()!) ?? []) { out.push(c); q.push(c.pid) }
+  }
+  return out
+}
+export function signalProc (p: ProcId, sig: NodeJS.Signals): void {
+  if (!procAlive(p)) return
+  try { process.kill(p.pid, sig) } catch {}
+}
+

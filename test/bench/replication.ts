@@ -11,7 +11,7 @@ import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { CLI, cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
-import { run, running } from './proc'
+import { descendantsOf, procAlive, procStat, run, running, signalProc, type ProcId } from './proc'
 import { cleanUpOnSignals, envInt, once, QUICK, reproduceCommand, requireTools } from './env'
 import { fmt, fmtRatio, markdownTable, median } from './report'
 import { generateTree, type TreeStats } from './tree'
@@ -101,41 +101,6 @@ async function step (name: string, rep: number, fn: () => Promise<void>): Promis
     errors.push({ step: name, rep, error: msg })
     log(`  ${name} rep ${rep}: FAILED: ${msg.split('\n').slice(0, 3).join(' | ')}`)
   }
-}
-
-// --- process trees (lsyncd's rsync/ssh children), signalled by pid + start time ---------------
-
-interface ProcId { pid: number, start: string }
-function procStat (pid: number): { ppid: number, start: string, state: string } | undefined {
-  let s: string
-  try { s = readFileSync(`/proc/${pid}/stat`, 'utf8') } catch { return undefined }
-  const rest = s.slice(s.lastIndexOf(')') + 2).split(' ')
-  return { ppid: Number(rest[1]), start: rest[19] ?? '', state: rest[0] ?? '' }
-}
-function procAlive (p: ProcId): boolean {
-  const st = procStat(p.pid)
-  return st !== undefined && st.start === p.start && st.state !== 'Z' && st.state !== 'X'
-}
-function descendantsOf (pid: number): ProcId[] {
-  const kids = new Map<number, ProcId[]>()
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    const st = procStat(Number(name))
-    if (st === undefined) continue
-    const l = kids.get(st.ppid) ?? []
-    l.push({ pid: Number(name), start: st.start })
-    kids.set(st.ppid, l)
-  }
-  const out: ProcId[] = []
-  const q = [pid]
-  while (q.length > 0) {
-    for (const c of kids.get(q.shift()!) ?? []) { out.push(c); q.push(c.pid) }
-  }
-  return out
-}
-function signalProc (p: ProcId, sig: NodeJS.Signals): void {
-  if (!procAlive(p)) return
-  try { process.kill(p.pid, sig) } catch {}
 }
 
 /** Other processes busy on the machine (not this run's): a 1 s sample of /proc, for the report. */

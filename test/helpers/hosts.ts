@@ -5,7 +5,7 @@
 // Everything started here is stopped by pid, and every namespace and link removed, by cleanup.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { appendFileSync, chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { get } from 'node:http'
+import { get, request } from 'node:http'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -116,6 +116,8 @@ export interface Backup {
   url: string
   /** GET http://addr/path from its nginx: the body, or null on 404. */
   fetch (path: string): Promise<Buffer | null>
+  /** HEAD http://addr/path: the Content-Length nginx would serve, or null on 404. */
+  length (path: string): Promise<number | null>
   cleanup (): Promise<void>
 }
 
@@ -168,6 +170,7 @@ export async function startBackup (o: { chrootSftpOnly?: boolean } = {}): Promis
       url,
       replicaArgs: ['--replica', url, '--identity', sshd.identity, '--known-hosts', sshd.knownHosts],
       fetch: path => httpGet(netns.addr, path),
+      length: path => httpHead(netns.addr, path),
       cleanup,
     }
   } catch (err) {
@@ -200,6 +203,22 @@ export async function startBackups (n: number, o: { chrootSftpOnly?: boolean } =
     args: ['--identity', first.identity, '--known-hosts', first.knownHosts, ...backups.flatMap(b => ['--replica', b.url])],
     cleanup,
   }
+}
+
+function httpHead (host: string, path: string): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port: 80, path: encodeURI(path), method: 'HEAD', agent: false, timeout: 10_000 }, res => {
+      res.resume()
+      res.on('end', () => {
+        if (res.statusCode === 404) resolve(null)
+        else if (res.statusCode === 200) resolve(Number(res.headers['content-length']))
+        else reject(new Error(`HEAD http://${host}${path}: ${res.statusCode}`))
+      })
+    })
+    req.on('timeout', () => req.destroy(new Error(`HEAD http://${host}${path}: timed out`)))
+    req.on('error', reject)
+    req.end()
+  })
 }
 
 function httpGet (host: string, path: string): Promise<Buffer | null> {
