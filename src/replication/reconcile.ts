@@ -164,7 +164,7 @@ export class Reconciler {
       if (ex != null && ex.matches(p, s !== null ? s.isDirectory() : r !== null && (r.mode & S_IFMT) === 0o040000)) continue
       nodes.push({ p, s, r })
     }
-    if (this.#o.fix && !this.#streamKnown) this.#countAhead(nodes)
+    if (this.#o.fix && !this.#streamKnown) await this.#countAhead(nodes)
     for (const { p, s, r } of nodes) {
       const remoteKind = r !== null ? r.mode & S_IFMT : 0
       if (s !== null && s.isDirectory() && remoteKind === 0o040000) subdirs.push(() => this.#node(p, s, r))
@@ -179,12 +179,15 @@ export class Reconciler {
    * While the replica is asked whether it takes a stream (a login shell on the backup starts,
    * which can take a tenth of a second), the missing directories here are counted, as
    * sendsWhole would: that much of the walk is done before the copying keeps this process busy.
+   * Between two, the event loop runs: the stream's channel is being opened meanwhile, and each
+   * of its steps waits for its turn.
    */
-  #countAhead (nodes: Array<{ p: string, s: Stats | null, r: RemoteStat | null }>): void {
+  async #countAhead (nodes: Array<{ p: string, s: Stats | null, r: RemoteStat | null }>): Promise<void> {
     for (const { p, s, r } of nodes) {
-      if (this.#countedNodes >= COUNT_AHEAD) return
+      if (this.#countedNodes >= COUNT_AHEAD || this.#streamKnown) return
       if (s === null || !s.isDirectory() || (r !== null && (r.mode & S_IFMT) === 0o040000)) continue
       void this.#stream()
+      await new Promise(resolve => setImmediate(resolve))
       const counted = wholeTree(this.#tree, p)
       this.#counted.set(p, counted)
       this.#countedNodes += counted?.nodes ?? COUNT_AHEAD
