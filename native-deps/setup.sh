@@ -37,6 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   policy=/usr/sbin/policy-rc.d
   made_policy=
   if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
     printf '#!/bin/sh\n# replicafs setup.sh: no service starts while it installs packages\nexit 101\n' > "$policy"
     chmod 755 "$policy"
     made_policy=1

@@ -79,7 +79,8 @@ options:
                        /etc/fuse.conf. default: off
   --promote            make <source> the master although its generation mark says a
                        newer master wrote it as a replica: the failover of a backup (see
-                       fencing below). default: off
+                       fencing below). On the command line only (a one-time act, not a
+                       config key). default: off
   -h, --help           this text
 
 fencing: the root of the source and of each replica holds a symlink .replicafs-generation

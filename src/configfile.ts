@@ -27,7 +27,6 @@ const KEYS: Record<string, Kind> = {
   checksum: 'boolean',
   exclude: 'list',
   metrics: 'string',
-  promote: 'boolean',
 }
 
 const FORM: Record<Kind, string> = {

@@ -6,7 +6,8 @@ import type { Logger } from './log'
 import { blameFile, merge, readConfigFile } from './configfile'
 import { Excludes } from './replication/exclude'
 import type { Difference } from './replication/reconcile'
-import { connectReplicas, fence, reconcile } from './replication/replicas'
+import { fence } from './replication/fence'
+import { connectReplicas, reconcile } from './replication/replicas'
 
 /** A byte-string path (latin1) as the bytes it names. */
 const bytes = (s: string) => Buffer.from(s, 'latin1')

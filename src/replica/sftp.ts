@@ -553,7 +553,13 @@ export class SftpReplica implements Replica {
     } else {
       const probe = this.#probeTar(command)
       this.#tar = probe
-      ch = await probe
+      try {
+        ch = await probe
+      } catch (err) {
+        // Asked again next time.
+        if (this.#tar === probe) this.#tar = null
+        throw err
+      }
       if (this.#tar === probe) this.#tar = ch !== null
     }
     if (ch === null) return null

@@ -37,38 +37,46 @@ function notOurs (where: string, target: string): string {
 }
 
 /**
- * The generation this master writes its replicas in, read from the source's mark, which it
- * then sets to `master:G`. A source marked as a replica (a newer master wrote it since, after
- * a failover) is refused unless `promote`, which takes the generation one past it.
+ * The mark at the root of the local tree `source`; null where it has none. Something else
+ * under the mark's name is the user's to sort out (UserError, exit 2).
  */
-export function masterGeneration (source: string, promote: boolean): number {
-  const path = `${source}/${MARK_NAME}`
-  let target: string | null
+export function sourceMark (source: string): Mark | null {
+  let target: string
   try {
-    target = readlinkSync(path, 'utf8')
+    target = readlinkSync(`${source}/${MARK_NAME}`, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return null
     if (code === 'EINVAL') throw new UserError(notOurs(source, '(not a symlink)'), EXIT.usage)
-    if (code !== 'ENOENT') throw err
-    target = null
+    throw new UserError(`${source}: cannot read its generation mark: ${(err as Error).message}`, EXIT.usage)
   }
-  const mark = target === null ? null : parseMark(target)
-  if (target !== null && mark === null) throw new UserError(notOurs(source, target), EXIT.usage)
-  if (mark?.role === 'replica' && !promote) {
-    throw new UserError(`${source} was last written as a replica by a master of generation ${mark.generation}: it is a backup now, and mounting it as the master would overwrite that master's newer data on its replicas; to make it the master (a failover), mount it with --promote`, EXIT.fenced)
+  const mark = parseMark(target)
+  if (mark === null) throw new UserError(notOurs(source, target), EXIT.usage)
+  return mark
+}
+
+/** Marks the local tree `source` as the master of `generation` (a rename: atomic). */
+export function markSource (source: string, generation: number): void {
+  const target = formatMark({ role: 'master', generation })
+  const temp = `${source}/${tempName()}`
+  try {
+    symlinkSync(target, temp)
+    renameSync(temp, `${source}/${MARK_NAME}`)
+  } catch (err) {
+    try { unlinkSync(temp) } catch {}
+    throw new UserError(`${source}: cannot set its generation mark: ${(err as Error).message}`, EXIT.usage)
   }
-  const generation = mark === null ? 1 : promote ? mark.generation + 1 : mark.generation
-  if (target !== formatMark({ role: 'master', generation })) {
-    const temp = `${source}/${tempName()}`
-    symlinkSync(formatMark({ role: 'master', generation }), temp)
-    try {
-      renameSync(temp, path)
-    } catch (err) {
-      try { unlinkSync(temp) } catch {}
-      throw err
-    }
-  }
-  return generation
+}
+
+/** The mark at a replica's root; null where it has none. Something else there: refused. */
+export async function replicaMark (r: Replica): Promise<Mark | null> {
+  const st = await r.lstat(MARK)
+  if (st === null) return null
+  if ((st.mode & 0o170000) !== 0o120000) throw new ReplicaError(notOurs(r.url, '(not a symlink)'), E.EEXIST, 'permanent')
+  const target = await r.readlink(MARK)
+  const mark = parseMark(target)
+  if (mark === null) throw new ReplicaError(notOurs(r.url, target), E.EEXIST, 'permanent')
+  return mark
 }
 
 /**
@@ -77,19 +85,12 @@ export function masterGeneration (source: string, promote: boolean): number {
  * is refused (a ReplicaError that needs a human: replication to it stops).
  */
 export async function claim (r: Replica, generation: number): Promise<void> {
-  const st = await r.lstat(MARK)
-  let mark: Mark | null = null
-  if (st !== null) {
-    if ((st.mode & 0o170000) !== 0o120000) throw new ReplicaError(notOurs(r.url, '(not a symlink)'), E.EEXIST, 'permanent')
-    const target = await r.readlink(MARK)
-    mark = parseMark(target)
-    if (mark === null) throw new ReplicaError(notOurs(r.url, target), E.EEXIST, 'permanent')
-  }
+  const mark = await replicaMark(r)
   if (mark !== null && mark.role === 'replica' && mark.generation > generation) {
     throw new ReplicaError(`${r.url}: fenced: a master of generation ${mark.generation} has written to it since this one (generation ${generation}) did; this master is stale and does not write there`, E.EPERM, 'permanent')
   }
   if (mark !== null && mark.role === 'master' && mark.generation >= generation) {
-    throw new ReplicaError(`${r.url}: fenced: it is the source of a master of generation ${mark.generation} (this one: ${generation}); a master never writes over another as new as itself`, E.EPERM, 'permanent')
+    throw new ReplicaError(`${r.url}: fenced: it is the source of a master of generation ${mark.generation} (this one: ${generation}); a master never writes over another as new as itself (where that tree was copied from this master, with cp -a or rsync, remove its ${MARK_NAME})`, E.EPERM, 'permanent')
   }
   if (mark?.role === 'replica' && mark.generation === generation) return
   const temp = `/${tempName()}`
@@ -98,6 +99,36 @@ export async function claim (r: Replica, generation: number): Promise<void> {
     await r.rename(temp, MARK)
   } catch (err) {
     await r.unlink(temp).catch(() => {})
+    throw err
+  }
+}
+
+/**
+ * The generation a master writes in, once every replica is marked as its own (then its source
+ * is marked too). Its source's mark says it: 1 where there is none. A source marked as a
+ * replica (a newer master has written it since: a failover) is refused unless `promote`,
+ * which takes the generation one past every mark it finds, its own and its replicas'. A
+ * replica that is a newer master's is refused (exit 4; a replica that cannot be reached:
+ * exit 3); every replica is then closed.
+ */
+export async function fence (source: string, promote: boolean, replicas: Replica[]): Promise<number> {
+  try {
+    const own = sourceMark(source)
+    if (own?.role === 'replica' && !promote) {
+      throw new UserError(`${source} was last written as a replica by a master of generation ${own.generation}: it is a backup now, and mounting it as the master would overwrite that master's newer data on its replicas; to make it the master (a failover), mount it with --promote`, EXIT.fenced)
+    }
+    let generation = own?.generation ?? 1
+    if (promote) {
+      let seen = own?.generation ?? 0
+      for (const r of replicas) seen = Math.max(seen, (await replicaMark(r))?.generation ?? 0)
+      generation = seen + 1
+    }
+    for (const r of replicas) await claim(r, generation)
+    if (own?.role !== 'master' || own.generation !== generation) markSource(source, generation)
+    return generation
+  } catch (err) {
+    await Promise.all(replicas.map(x => x.close()))
+    if (err instanceof ReplicaError) throw new UserError(err.message, err.permanent ? EXIT.fenced : EXIT.unreachable)
     throw err
   }
 }

@@ -5,7 +5,6 @@ import { FileReplica } from '../replica/file'
 import { ReplicaError, type Replica } from '../replica/replica'
 import { SftpReplica } from '../replica/sftp'
 import { countTree, progress } from '../progress'
-import { claim, masterGeneration } from './fence'
 import { Reconciler, type ReconcileOptions, type ReconcileStats } from './reconcile'
 
 /** How each replica is reached: the part of the config that verify and resync share. */
@@ -38,22 +37,6 @@ export async function connectReplicas (c: ReplicaConfig, log: Logger): Promise<R
     log.info('replica', `${r.url}: connected`)
   }
   return replicas
-}
-
-/**
- * The generation this master writes in (fence.ts), once every replica is marked as its own;
- * where one is a newer master's, the command is refused (exit 4) and every replica closed.
- */
-export async function fence (source: string, promote: boolean, replicas: Replica[]): Promise<number> {
-  try {
-    const generation = masterGeneration(source, promote)
-    for (const r of replicas) await claim(r, generation)
-    return generation
-  } catch (err) {
-    await Promise.all(replicas.map(x => x.close()))
-    if (err instanceof ReplicaError) throw new UserError(err.message, EXIT.fenced)
-    throw err
-  }
 }
 
 /**

@@ -459,6 +459,7 @@ export class Replicator implements ReplicationHook {
       if (err instanceof ReplicaError && err.permanent) {
         this.#o.log.error('replica', `${link.replica.url}: ${err.message}; replication to it is stopped`)
         link.state = 'failed'
+        void link.replica.close().catch(() => {})
         for (const r of link.queue.splice(0)) this.#fail(r)
         link.queuedBytes = 0
         return

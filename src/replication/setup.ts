@@ -8,8 +8,8 @@ import { Journal, type JournalRecord } from './journal'
 import { Excludes, ExcludingHook } from './exclude'
 import type { Mutation, ReplicationHook } from './mutation'
 import { Replicator } from './replicator'
-import { claim } from './fence'
-import { connectReplicas, fence, reconcile } from './replicas'
+import { claim, fence } from './fence'
+import { connectReplicas, reconcile } from './replicas'
 
 /**
  * Connects every replica of the config, replays what a killed run left, and reconciles each

@@ -381,9 +381,8 @@ export class Streamer {
    */
   #more (batch: Batch | null): boolean {
     if (!this.#finished) return true
-    const files = batch?.files ?? 0
-    const bytes = batch?.bytes ?? 0
-    return this.#queuedNodes + files > BATCH_FILES || this.#queuedBytes + bytes > BATCH_BYTES
+    if (batch === null) return this.#queuedNodes > 0
+    return this.#queuedNodes + batch.files > BATCH_FILES || this.#queuedBytes + batch.bytes > BATCH_BYTES
   }
 
   #open (): Promise<FileSink | null> {

@@ -16,7 +16,7 @@ import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, read
 import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Backup, type Ftp } from '../helpers/hosts'
+import { CURL, ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Backup, type Ftp } from '../helpers/hosts'
 import { cleanupDir, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { cleanUpOnSignals, envInt, once, reproduceCommand, requireTools } from './env'
 import { descendantsOf, procAlive, procStat, signalProc, type ProcId } from './proc'
@@ -119,7 +119,7 @@ async function lsyncdSide (backup: Backup): Promise<Side> {
 }
 
 function curlArgs (ftp: Ftp, pairs: Array<[string, string]>): string[] {
-  return ['-sS', '--ftp-create-dirs', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', '600',
+  return [...CURL, '--ftp-create-dirs', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', '600',
     ...pairs.flatMap(([local, path]) => ['-T', local, `ftp://127.0.0.1:${ftp.port}${path}`])]
 }
 

@@ -10,9 +10,9 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readlinkSync, writeFileSy
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Ftp } from '../helpers/hosts'
+import { CURL, ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Ftp } from '../helpers/hosts'
 import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
-import { startSshd } from '../helpers/sshd'
+import { startSshd, type Sshd } from '../helpers/sshd'
 
 const run = promisify(execFile)
 const sha = (b: Buffer | null) => b === null ? 'missing' : createHash('sha256').update(b).digest('hex').slice(0, 16)
@@ -27,15 +27,16 @@ t.test('failover drill: SIGKILL mid-upload, promote a backup, the old master con
   const up = join(dir, 'upload')
   const daemons: Daemon[] = []
   let ftp: Ftp | undefined
-  // The old master's host, as the promoted backup reaches it: an sshd over its source.
-  const oldHost = await startSshd()
+  let oldHost: Sshd | undefined
   t.teardown(async () => {
     await ftp?.cleanup()
     for (const d of daemons) await stopDaemon(d)
     cleanupDir(dir, mnt, mnt2)
-    await oldHost.cleanup()
+    await oldHost?.cleanup()
     await cleanup()
   })
+  // The old master's host, as the promoted backup reaches it: an sshd over its source.
+  oldHost = await startSshd()
   for (const d of [src, mnt, mnt2, up]) mkdirSync(d, { mode: 0o755 })
   const { uid, gid } = await ftpUser()
   chownSync(src, uid, gid)
@@ -54,7 +55,7 @@ t.test('failover drill: SIGKILL mid-upload, promote a backup, the old master con
     const f = { path: `/drill/f${i}.bin`, data, done: false }
     files.push(f)
     try {
-      await run('curl', ['-sS', '--ftp-create-dirs', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', '30', '-T', local, `ftp://127.0.0.1:${ftp!.port}${f.path}`])
+      await run('curl', [...CURL, '--ftp-create-dirs', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', '30', '-T', local, `ftp://127.0.0.1:${ftp!.port}${f.path}`])
       f.done = true
     } catch {}
   }

@@ -7,7 +7,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Ftp } from '../helpers/hosts'
+import { CURL, ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Ftp } from '../helpers/hosts'
 import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 
 const run = promisify(execFile)
@@ -55,7 +55,7 @@ t.test(`${CLIENTS} FTP clients upload ${FILES} files each at once, sync mode, tw
   }
   const t0 = Date.now()
   // One curl per client, one FTP session each, its files one after another.
-  const results = await Promise.allSettled(lists.map(pairs => run('curl', ['-sS', '--ftp-create-dirs', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', String(RUN_MS / 1000), ...pairs], { maxBuffer: 1 << 20 })))
+  const results = await Promise.allSettled(lists.map(pairs => run('curl', [...CURL, '--ftp-create-dirs', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', String(RUN_MS / 1000), ...pairs], { maxBuffer: 1 << 20 })))
   const s = (Date.now() - t0) / 1000
   const failed = results.filter(r => r.status === 'rejected') as PromiseRejectedResult[]
   t.same(failed.map(f => (f.reason as { stderr?: string }).stderr ?? String(f.reason)), [], 'no FTP client saw an error')

@@ -4,6 +4,7 @@
 // with its local root on the mountpoint and a non-root local user; and curl as the FTP client.
 // Everything started here is stopped by pid, and every namespace and link removed, by cleanup.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { appendFileSync, chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { get, request } from 'node:http'
 import { connect } from 'node:net'
@@ -18,7 +19,28 @@ const START_MS = 10_000
 
 /** The user vsftpd lets in: a local account with a password, no root. */
 export const FTP_USER = 'rfsftpe2e'
-export const FTP_PASS = 'e2e-upload-only'
+/**
+ * Its password: random, made once per machine and kept where only root reads it (not in the
+ * repository: the account is a real local one). Test files running at once share it.
+ */
+const FTP_PASS_FILE = '/var/lib/replicafs-test/ftp-password'
+export const FTP_PASS = ftpPassword()
+
+function ftpPassword (): string {
+  try {
+    return readFileSync(FTP_PASS_FILE, 'utf8').trim()
+  } catch {}
+  mkdirSync('/var/lib/replicafs-test', { recursive: true, mode: 0o755 })
+  const made = randomBytes(18).toString('base64url')
+  try {
+    // wx: of two test files making it at once, one wins and both read its.
+    writeFileSync(FTP_PASS_FILE, made + '\n', { mode: 0o600, flag: 'wx' })
+  } catch {}
+  return readFileSync(FTP_PASS_FILE, 'utf8').trim()
+}
+
+/** curl's flags for every call: never through a proxy the environment names. */
+export const CURL = ['-sS', '--noproxy', '*']
 
 async function ip (...args: string[]): Promise<string> {
   return (await run('ip', args)).stdout
@@ -246,20 +268,28 @@ export interface Ftp {
   cleanup (): Promise<void>
 }
 
-async function ensureFtpUser (): Promise<{ uid: number, gid: number }> {
+let ftpUserMade: Promise<{ uid: number, gid: number }> | null = null
+
+/** The FTP user, made where missing, its password set (once per process). */
+function ensureFtpUser (): Promise<{ uid: number, gid: number }> {
+  return ftpUserMade ??= makeFtpUser()
+}
+
+async function makeFtpUser (): Promise<{ uid: number, gid: number }> {
   const ids = async () => {
     const { stdout } = await run('id', [FTP_USER])
     return { uid: Number(/uid=(\d+)/.exec(stdout)![1]), gid: Number(/gid=(\d+)/.exec(stdout)![1]) }
   }
   try {
-    return await ids()
+    await ids()
   } catch {
     // vsftpd enters the home directory before local_root: one that exists.
     await run('useradd', ['--system', '--no-create-home', '--home-dir', '/', '--shell', '/bin/bash', FTP_USER])
   }
   const child = spawn('chpasswd', [], { stdio: ['pipe', 'ignore', 'inherit'] })
   child.stdin!.end(`${FTP_USER}:${FTP_PASS}\n`)
-  await new Promise(resolve => child.once('exit', resolve))
+  const code = await new Promise(resolve => child.once('exit', resolve))
+  if (code !== 0) throw new Error(`chpasswd for ${FTP_USER} exited ${String(code)}`)
   return ids()
 }
 
@@ -270,9 +300,19 @@ export async function ftpUser (): Promise<{ uid: number, gid: number }> {
 
 export async function startFtp (root: string): Promise<Ftp> {
   await ensureFtpUser()
+  // A random port (and passive range) that may be taken: a few tries.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startFtpOn(root, 20000 + Math.floor(Math.random() * 20000))
+    } catch (err) {
+      if (attempt >= 5) throw err
+    }
+  }
+}
+
+async function startFtpOn (root: string, port: number): Promise<Ftp> {
   const dir = mkdtempSync(join(tmpdir(), 'replicafs-ftp-'))
   mkdirSync('/var/run/vsftpd/empty', { recursive: true })
-  const port = 20000 + Math.floor(Math.random() * 20000)
   const pasv = port + 1
   const conf = join(dir, 'vsftpd.conf')
   const logFile = join(dir, 'vsftpd.log')
@@ -323,7 +363,7 @@ export async function startFtp (root: string): Promise<Ftp> {
     curl: async (path, ...args) => {
       const url = `ftp://127.0.0.1:${port}/${path.replace(/^\//, '')}`
       try {
-        return (await run('curl', ['-sS', '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', '60', url, ...args], { maxBuffer: 16 * 1024 * 1024 })).stdout
+        return (await run('curl', [...CURL, '--user', `${FTP_USER}:${FTP_PASS}`, '--max-time', '60', url, ...args], { maxBuffer: 16 * 1024 * 1024 })).stdout
       } catch (err) {
         throw new Error(`curl ${url} ${args.join(' ')}: ${(err as { stderr?: string }).stderr ?? (err as Error).message}`)
       }

@@ -6,19 +6,9 @@ import { join } from 'node:path'
 import { EXIT, UserError } from '../../src/errors'
 import { FileReplica } from '../../src/replica/file'
 import { ReplicaError } from '../../src/replica/replica'
-import { claim, formatMark, masterGeneration, parseMark } from '../../src/replication/fence'
+import { claim, fence, formatMark, parseMark } from '../../src/replication/fence'
 
 const MARK = '.replicafs-generation'
-
-/** The error `f` throws (null: none). */
-function thrown (f: () => unknown): unknown {
-  try {
-    f()
-    return null
-  } catch (err) {
-    return err
-  }
-}
 
 function dirs (t: tap.Test): { src: string, rep: string } {
   const dir = mkdtempSync(join(tmpdir(), 'replicafs-fence-'))
@@ -38,30 +28,44 @@ t.test('marks parse and print', async t => {
 })
 
 t.test("a source's generation", async t => {
-  const { src } = dirs(t)
-  // Whether masterGeneration (not promoted) throws an error that `ok` accepts.
-  const refuses = (ok: (err: UserError) => boolean) => {
-    const err = thrown(() => masterGeneration(src, false))
+  const { src, rep } = dirs(t)
+  const none: FileReplica[] = []
+  t.equal(await fence(src, false, none), 1, 'an unmarked source starts at 1')
+  t.equal(readlinkSync(join(src, MARK)), 'replicafs:master:1', 'and is marked master:1')
+  t.equal(await fence(src, false, none), 1, 'a master stays at its generation')
+  t.same(readdirSync(src), [MARK], 'no temporary name is left')
+  t.equal(await fence(src, true, none), 2, '--promote takes it one past')
+
+  // Whether fence (not promoted) rejects with an error that `ok` accepts.
+  const refuses = async (ok: (err: UserError) => boolean) => {
+    const err = await fence(src, false, none).then(() => null, (e: unknown) => e)
     return err instanceof UserError && ok(err)
   }
-  t.equal(masterGeneration(src, false), 1, 'an unmarked source starts at 1')
-  t.equal(readlinkSync(join(src, MARK)), 'replicafs:master:1', 'and is marked master:1')
-  t.equal(masterGeneration(src, false), 1, 'a master stays at its generation')
-  t.same(readdirSync(src), [MARK], 'no temporary name is left')
-  t.equal(masterGeneration(src, true), 2, '--promote takes it one past')
-
   rmSync(join(src, MARK))
   symlinkSync('replicafs:replica:5', join(src, MARK))
-  t.ok(refuses(err => err.code === EXIT.fenced && /a master of generation 5.*--promote/.test(err.message)), 'a source marked as a replica is refused: exit 4')
-  t.equal(masterGeneration(src, true), 6, 'promoted: one past the mark')
-  t.equal(readlinkSync(join(src, MARK)), 'replicafs:master:6')
+  t.ok(await refuses(err => err.code === EXIT.fenced && /a master of generation 5.*--promote/.test(err.message)), 'a source marked as a replica is refused: exit 4')
+  t.equal(readlinkSync(join(src, MARK)), 'replicafs:replica:5', 'and its mark stands')
+  const r = new FileReplica(`file://${rep}`, rep)
+  await r.connect()
+  t.teardown(() => r.close())
+  symlinkSync('replicafs:replica:8', join(rep, MARK))
+  t.equal(await fence(src, true, [r]), 9, 'promoted: one past every mark seen, the replicas\' too')
+  t.equal(readlinkSync(join(src, MARK)), 'replicafs:master:9')
+  t.equal(readlinkSync(join(rep, MARK)), 'replicafs:replica:9', 'and the replica is claimed')
+  await r.connect()
+  rmSync(join(rep, MARK))
+  symlinkSync('replicafs:master:9', join(rep, MARK))
+  const fenced = await fence(src, false, [r]).then(() => null, (e: unknown) => e)
+  t.ok(fenced instanceof UserError && fenced.code === EXIT.fenced && /remove its \.replicafs-generation/.test(fenced.message), 'a replica that is the source of a master as new refuses the command (exit 4), with what to do where it was copied')
+  await r.connect()
+  rmSync(join(rep, MARK))
 
   rmSync(join(src, MARK))
   symlinkSync('something else', join(src, MARK))
-  t.ok(refuses(err => err.code === EXIT.usage && /not a replicafs generation mark/.test(err.message)), 'a symlink that is not a mark is not overwritten')
+  t.ok(await refuses(err => err.code === EXIT.usage && /not a replicafs generation mark/.test(err.message)), 'a symlink that is not a mark is not overwritten')
   rmSync(join(src, MARK))
   writeFileSync(join(src, MARK), 'a file')
-  t.ok(refuses(err => /not a symlink/.test(err.message)), 'nor is a file of that name')
+  t.ok(await refuses(err => /not a symlink/.test(err.message)), 'nor is a file of that name')
 })
 
 t.test("a replica's claim", async t => {
