@@ -53,8 +53,9 @@ export async function treeCommand (command: 'verify' | 'resync', positionals: st
   const prefix = command === 'resync' ? (fix ? 'fixed: ' : 'would fix: ') : ''
   const out = new LineBuffer()
   const replicas = await connectReplicas(c, log)
-  // A resync writes as a master does: not over a newer master's tree (fence.ts).
-  if (fix) await fence(source, false, replicas)
+  // A resync writes as a master does: not over a newer master's tree (fence.ts); it leaves
+  // the source's own mark alone.
+  if (fix) await fence(source, false, replicas, false)
   const report: Array<{ url: string, equal: boolean, differences: Difference[], errors: string[] }> = []
   let status: number = EXIT.ok
   try {

@@ -109,9 +109,10 @@ export async function claim (r: Replica, generation: number): Promise<void> {
  * replica (a newer master has written it since: a failover) is refused unless `promote`,
  * which takes the generation one past every mark it finds, its own and its replicas'. A
  * replica that is a newer master's is refused (exit 4; a replica that cannot be reached:
- * exit 3); every replica is then closed.
+ * exit 3); every replica is then closed. `markOwn: false` (a one-shot resync) leaves the
+ * source as it is: only a mount makes it a master.
  */
-export async function fence (source: string, promote: boolean, replicas: Replica[]): Promise<number> {
+export async function fence (source: string, promote: boolean, replicas: Replica[], markOwn = true): Promise<number> {
   try {
     const own = sourceMark(source)
     if (own?.role === 'replica' && !promote) {
@@ -124,7 +125,7 @@ export async function fence (source: string, promote: boolean, replicas: Replica
       generation = seen + 1
     }
     for (const r of replicas) await claim(r, generation)
-    if (own?.role !== 'master' || own.generation !== generation) markSource(source, generation)
+    if (markOwn && (own?.role !== 'master' || own.generation !== generation)) markSource(source, generation)
     return generation
   } catch (err) {
     await Promise.all(replicas.map(x => x.close()))

@@ -143,6 +143,8 @@ function walk (root: string): Walk {
     let ents
     try { ents = readdirSync(d, { withFileTypes: true }) } catch { continue }
     for (const e of ents) {
+      // A replica's generation mark (fence.ts): replicafs's own, not part of the tree.
+      if (d === root && e.name === '.replicafs-generation') continue
       const p = join(d, e.name)
       if (e.isDirectory()) { w.dirs++; q.push(p) } else if (e.isSymbolicLink()) w.symlinks++
       else if (e.isFile()) {

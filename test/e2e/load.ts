@@ -12,7 +12,7 @@ import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../hel
 
 const run = promisify(execFile)
 const CLIENTS = 8
-const FILES = 200
+const FILES = 300
 /** The whole run's bound: uploads that take longer fail the test. */
 const RUN_MS = 240_000
 
