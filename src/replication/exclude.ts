@@ -19,7 +19,7 @@ export class Excludes {
     this.#ig = patterns.length > 0 ? ignore().add(patterns) : null
   }
 
-  /** Whether some paths besides the mark are excluded (else a node's type never matters). */
+  /** Whether some paths besides the generation mark are excluded (--exclude patterns). */
   get any (): boolean {
     return this.#ig !== null
   }
@@ -102,14 +102,14 @@ export class ExcludingHook implements ReplicationHook {
       case 'setxattr':
       case 'removexattr':
         // A dir-only pattern (cache/) must see a dir as one.
-        return ex.matches(m.path, ex.any && this.#isDir(m.path)) ? undefined : this.#inner.apply(m)
+        return ex.matches(m.path, this.#isDir(m.path)) ? undefined : this.#inner.apply(m)
       case 'mkdir':
       case 'rmdir':
         return ex.matches(m.path, true) ? undefined : this.#inner.apply(m)
       case 'rename':
       case 'link': {
-        // The node is at its new name now: its type tells dir-only patterns apart (where any).
-        const dir = m.op === 'rename' && ex.any && this.#isDir(m.path)
+        // The node is at its new name now: its type tells dir-only patterns apart.
+        const dir = m.op === 'rename' && this.#isDir(m.path)
         const from = ex.matches(m.from, dir)
         const to = ex.matches(m.path, dir)
         if (!from && !to) return this.#inner.apply(m)
@@ -121,8 +121,7 @@ export class ExcludingHook implements ReplicationHook {
         // stays (a link's old name is still there).
         if (from) return this.#inner.apply({ op: 'resync', path: m.path, uid, gid })
         if (m.op === 'link') return undefined
-        const moved = dir || (!ex.any && this.#isDir(m.path))
-        return this.#inner.apply(moved ? { op: 'resync', path: m.from, uid, gid } : { op: 'unlink', path: m.from, uid, gid })
+        return this.#inner.apply(dir ? { op: 'resync', path: m.from, uid, gid } : { op: 'unlink', path: m.from, uid, gid })
       }
       default:
         return m.path !== null && ex.matches(m.path, false) ? undefined : this.#inner.apply(m)

@@ -73,8 +73,10 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
       for (const e of s.errors) log.error('reconcile', `${r.url}: ${e}`)
     }
   }
-  // Excluded paths (the generation mark always) stay local: the mount hands changes to the filter first.
-  let hook: ReplicationHook = new ExcludingHook(replicator, excludes, sourceBytes)
+  // Excluded paths stay local: the mount hands changes to the filter first. Only where there are
+  // --exclude patterns: the generation mark, excluded always, never changes through the mount
+  // (local.c refuses every call on its name), so without them no change needs a look.
+  let hook: ReplicationHook = excludes.any ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
   if (metrics !== null) hook = metrics.timed(hook)
   return { replicator, control, metrics, hook }
 }

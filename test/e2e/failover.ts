@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { CURL, ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Ftp } from '../helpers/hosts'
 import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { scene } from '../helpers/scene'
 import { startSshd, type Sshd } from '../helpers/sshd'
 
 const run = promisify(execFile)
@@ -117,19 +118,8 @@ t.test('failover drill: SIGKILL mid-upload, promote a backup, the old master con
 })
 
 t.test('the generation mark is neither shown nor touched through the mount', async t => {
-  const { backups: bs, args, cleanup } = await startBackups(1)
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-e2e-mark-'))
-  const src = join(dir, 'src')
-  const mnt = join(dir, 'mnt')
-  mkdirSync(src)
-  mkdirSync(mnt)
-  let daemon: Daemon | undefined
-  t.teardown(async () => {
-    if (daemon !== undefined) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-    await cleanup()
-  })
-  daemon = await startDaemon(['mount', src, mnt, '--state-dir', join(dir, 'state'), ...args])
+  const { bs, args, m } = await scene(t, { backups: 1 })
+  const { src, mnt } = m
   const mark = join(mnt, '.replicafs-generation')
   t.notOk(execFileSync('ls', ['-a', mnt]).toString().split('\n').includes('.replicafs-generation'), 'not listed')
   const code = async (f: () => unknown) => { try { await f(); return 'ok' } catch (err) { return (err as NodeJS.ErrnoException).code } }
@@ -146,19 +136,8 @@ t.test('the generation mark is neither shown nor touched through the mount', asy
 })
 
 t.test('a running master whose replica a newer master marked meanwhile stops writing there at its reconnect', async t => {
-  const { backups: bs, args, cleanup } = await startBackups(2)
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-e2e-fence-'))
-  const src = join(dir, 'src')
-  const mnt = join(dir, 'mnt')
-  mkdirSync(src)
-  mkdirSync(mnt)
-  let daemon: Daemon | undefined
-  t.teardown(async () => {
-    if (daemon !== undefined) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-    await cleanup()
-  })
-  daemon = await startDaemon(['mount', src, mnt, '--state-dir', join(dir, 'state'), '--quorum', '1', '--timeout', '3', ...args])
+  const { bs, m } = await scene(t, { backups: 2, flags: ['--quorum', '1', '--timeout', '3'] })
+  const { mnt, daemon } = m
   writeFileSync(join(mnt, 'before'), 'before')
   // Meanwhile a newer master (generation 7) claims the second backup; its session drops.
   const b = bs[1]!

@@ -3,12 +3,12 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { CURL, ftpUser, startBackups, startFtp, FTP_PASS, FTP_USER, type Ftp } from '../helpers/hosts'
-import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { CURL, FTP_PASS, FTP_USER } from '../helpers/hosts'
+import { runCli } from '../helpers/mount'
+import { scene } from '../helpers/scene'
 
 const run = promisify(execFile)
 const CLIENTS = 8
@@ -17,25 +17,8 @@ const FILES = 300
 const RUN_MS = 240_000
 
 t.test(`${CLIENTS} FTP clients upload ${FILES} files each at once, sync mode, two backups`, async t => {
-  const { backups, args, cleanup } = await startBackups(2)
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-e2e-load-'))
-  chmodSync(dir, 0o755)
-  const src = join(dir, 'src')
-  const mnt = join(dir, 'mnt')
-  let daemon: Daemon | undefined
-  let ftp: Ftp | undefined
-  t.teardown(async () => {
-    await ftp?.cleanup()
-    if (daemon !== undefined) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-    await cleanup()
-  })
-  mkdirSync(src, { mode: 0o755 })
-  mkdirSync(mnt)
-  const { uid, gid } = await ftpUser()
-  chownSync(src, uid, gid)
-  daemon = await startDaemon(['mount', src, mnt, '--allow-other', '--state-dir', join(dir, 'state'), '--mode', 'sync', ...args])
-  ftp = await startFtp(mnt)
+  const { bs: backups, args, m } = await scene(t, { backups: 2, flags: ['--mode', 'sync'] })
+  const { dir, src, ftp } = m
 
   // Mixed sizes: mostly small pages and assets, some images, a few large files.
   let bytes = 0

@@ -4,46 +4,17 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { ftpUser, startBackups, startFtp, type Backup, type Ftp } from '../helpers/hosts'
-import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { runCli } from '../helpers/mount'
+import { scene } from '../helpers/scene'
 
 const sha = (b: Buffer | null) => b === null ? 'missing' : createHash('sha256').update(b).digest('hex').slice(0, 16)
 const sleep = (ms: number) => new Promise(resolve => setTimeout(resolve, ms))
 
-interface Master { dir: string, src: string, mnt: string, state: string, daemon: Daemon, ftp: Ftp, upload: string }
-
-async function scene (t: tap.Test, n: number, flags: string[], o: { chrootSftpOnly?: boolean } = {}): Promise<{ bs: Backup[], args: string[], m: Master }> {
-  const { backups, args, cleanup } = await startBackups(n, o)
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-e2e-'))
-  chmodSync(dir, 0o755)
-  const m = { dir, src: join(dir, 'src'), mnt: join(dir, 'mnt'), state: join(dir, 'state'), upload: join(dir, 'upload') } as Master
-  let daemon: Daemon | undefined
-  let ftp: Ftp | undefined
-  t.teardown(async () => {
-    await ftp?.cleanup()
-    if (daemon !== undefined) await stopDaemon(daemon)
-    cleanupDir(dir, m.mnt)
-    await cleanup()
-  })
-  mkdirSync(m.src, { mode: 0o755 })
-  mkdirSync(m.mnt)
-  mkdirSync(m.upload)
-  const { uid, gid } = await ftpUser()
-  chownSync(m.src, uid, gid)
-  // A non-root backup account cannot give files away: the replica's root stays its own.
-  if (o.chrootSftpOnly === true) chownSync(m.src, 0, 0)
-  daemon = await startDaemon(['mount', m.src, m.mnt, '--allow-other', '--state-dir', m.state, ...args, ...flags])
-  ftp = await startFtp(m.mnt)
-  m.daemon = daemon
-  m.ftp = ftp
-  return { bs: backups, args, m }
-}
-
 t.test('a chrooted, SFTP-only backup account works as a replica', async t => {
-  const { bs, args, m } = await scene(t, 1, ['--mode', 'sync'], { chrootSftpOnly: true })
+  const { bs, args, m } = await scene(t, { backups: 1, flags: ['--mode', 'sync'], chrootSftpOnly: true })
   const b = bs[0]!
   t.match(b.url, /^sftp:\/\/rfsftp@.*\/data$/, 'the replica is the chrooted account\'s /data')
   chmodSync(m.mnt, 0o777) // the FTP user writes into the root
@@ -59,7 +30,7 @@ t.test('a chrooted, SFTP-only backup account works as a replica', async t => {
 })
 
 t.test('hostile names and symlinks write nothing outside a replica root', async t => {
-  const { bs, args, m } = await scene(t, 1, ['--mode', 'sync'])
+  const { bs, args, m } = await scene(t, { backups: 1, flags: ['--mode', 'sync'] })
   const b = bs[0]!
   const around = () => readdirSync(dirname(b.root)).sort()
   const before = around()
@@ -90,7 +61,7 @@ t.test('hostile names and symlinks write nothing outside a replica root', async 
 })
 
 t.test('a backup whose host key changed is refused with a clear error; the other goes on', async t => {
-  const { bs, m } = await scene(t, 2, ['--mode', 'sync', '--quorum', '1', '--timeout', '3'])
+  const { bs, m } = await scene(t, { backups: 2, flags: ['--mode', 'sync', '--quorum', '1', '--timeout', '3'] })
   const first = randomBytes(10_000)
   writeFileSync(join(m.upload, 'first'), first)
   await m.ftp.curl('first.bin', '-T', join(m.upload, 'first'))

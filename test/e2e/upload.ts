@@ -3,47 +3,13 @@
 // sees done is what every backup serves, compared by hash over HTTP.
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { lstatSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ftpUser, startBackups, startFtp, type Backup, type Ftp } from '../helpers/hosts'
-import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { ftpUser, type Backup } from '../helpers/hosts'
+import { runCli } from '../helpers/mount'
+import { scene, type Master } from '../helpers/scene'
 
 const sha = (b: Buffer | null) => b === null ? 'missing' : createHash('sha256').update(b).digest('hex').slice(0, 16)
-
-/** The master: a mount of a source owned by the FTP user, replicated to `backups`, and vsftpd on it. */
-interface Master { dir: string, src: string, mnt: string, state: string, daemon: Daemon, ftp: Ftp, upload: string }
-
-async function master (t: tap.Test, replicaArgs: string[], flags: string[]): Promise<Master> {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-e2e-'))
-  chmodSync(dir, 0o755)
-  const src = join(dir, 'src')
-  const mnt = join(dir, 'mnt')
-  const upload = join(dir, 'upload')
-  mkdirSync(src, { mode: 0o755 })
-  mkdirSync(mnt)
-  mkdirSync(upload)
-  const { uid, gid } = await ftpUser()
-  chownSync(src, uid, gid)
-  let daemon: Daemon | undefined
-  let ftp: Ftp | undefined
-  t.teardown(async () => {
-    await ftp?.cleanup()
-    if (daemon !== undefined) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
-  })
-  const state = join(dir, 'state')
-  daemon = await startDaemon(['mount', src, mnt, '--allow-other', '--state-dir', state,
-    ...replicaArgs, ...flags])
-  ftp = await startFtp(mnt)
-  return { dir, src, mnt, state, daemon, ftp, upload }
-}
-
-async function backups (t: tap.Test, n: number): Promise<{ bs: Backup[], args: string[] }> {
-  const { backups, args, cleanup } = await startBackups(n)
-  t.teardown(cleanup)
-  return { bs: backups, args }
-}
 
 /** What every backup serves at `path`, as hashes (one per backup). */
 async function served (bs: Backup[], path: string): Promise<string[]> {
@@ -107,14 +73,12 @@ async function exists (path: string): Promise<boolean> {
 }
 
 t.test('FTP uploads in sync mode: once each command completes, every backup serves the new bytes', async t => {
-  const { bs, args } = await backups(t, 2)
-  const m = await master(t, args, ['--mode', 'sync'])
+  const { bs, args, m } = await scene(t, { backups: 2, flags: ['--mode', 'sync'] })
   await uploadScene(t, m, bs, args, async () => {})
 })
 
 t.test('FTP uploads in async mode: after replicafs wait, every backup serves the new bytes', async t => {
-  const { bs, args } = await backups(t, 2)
-  const m = await master(t, args, ['--mode', 'async'])
+  const { bs, args, m } = await scene(t, { backups: 2, flags: ['--mode', 'async'] })
   await uploadScene(t, m, bs, args, async () => {
     const w = await runCli(['wait', '--state-dir', m.state, '--timeout', '30'])
     if (w.code !== 0) throw new Error(`replicafs wait: exit ${w.code}: ${w.stderr}`)
@@ -122,8 +86,7 @@ t.test('FTP uploads in async mode: after replicafs wait, every backup serves the
 })
 
 t.test('a backup cut off in the middle of a batch of uploads: the uploads go on, it catches up', async t => {
-  const { bs, args } = await backups(t, 2)
-  const m = await master(t, args, ['--mode', 'sync', '--quorum', '1', '--timeout', '2'])
+  const { bs, m } = await scene(t, { backups: 2, flags: ['--mode', 'sync', '--quorum', '1', '--timeout', '2'] })
   const files: Array<[string, Buffer]> = []
   const N = 24
   let failed = 0
