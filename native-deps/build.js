@@ -33,6 +33,8 @@ const inputs = [
   path.join(here, 'binding.gyp'),
   path.join(here, 'src', 'local.c'),
   path.join(here, 'src', 'local.h'),
+  path.join(here, 'src', 'journal.c'),
+  path.join(here, 'src', 'journal.h'),
   __filename
 ]
 const hash = crypto.createHash('sha256')

@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { EXIT, UserError } from './errors'
+import type { SharedAppends } from './replication/journal'
 
 /**
  * The addon built from native-deps/ (patched fuse-native binding + local.c). Typed loosely on
  * purpose: src/fuse/ is the only code that calls into it.
  */
-export interface NativeBinding {
+export interface NativeBinding extends SharedAppends {
   sizeof_fuse_thread_t: number
   fuse_native_mount (mnt: string, opts: string, thread: Buffer, ctx: object,
     malloc: (size: number) => Buffer, handlers: Function[], implemented: Uint32Array,

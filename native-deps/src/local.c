@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 29
 #include "local.h"
+#include "journal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -386,6 +387,12 @@ static int ap_write_ (const char *path, const char *buf, size_t size, off_t off,
     int fl = fcntl((int) fi->fh, F_GETFL);
     struct stat st;
     if (fl >= 0 && (fl & O_APPEND) && fstat((int) fi->fh, &st) == 0 && st.st_size >= n) off = st.st_size - n;
+  }
+  if (replicating && rfs_journal_on()) {
+    // Async mode: journaled here, taken by JS in the background.
+    struct fuse_context *c = fuse_get_context();
+    int res = rfs_journal_write(path, buf, (size_t) n, off, fi->fh, c->uid, c->gid);
+    if (res <= 0) return res < 0 ? res : (int) n;
   }
   FORWARD((int) n, js.write(path, buf, (size_t) n, off, fi));
 }

@@ -43,10 +43,11 @@ function encode (seq: number, m: Mutation): Buffer {
   return buf
 }
 
-function decode (payload: Buffer): JournalRecord {
+/** `copy`: the data is copied off `payload` (a file's buffer), rather than a view of it. */
+function decode (payload: Buffer, copy = true): JournalRecord {
   const headerLen = payload.readUInt32LE(0)
   const { seq, m } = JSON.parse(payload.subarray(4, 4 + headerLen).toString('utf8')) as { seq: number, m: Record<string, unknown> }
-  const data = Buffer.from(payload.subarray(4 + headerLen))
+  const data = copy ? Buffer.from(payload.subarray(4 + headerLen)) : payload.subarray(4 + headerLen)
   if (m.op === 'write') m.data = data
   if (m.op === 'setxattr') m.value = data
   return { seq, m: m as unknown as Mutation }
@@ -70,6 +71,25 @@ export function parseJournal (buf: Buffer): { records: JournalRecord[], validLen
   return { records, validLength: at }
 }
 
+/**
+ * The mount's own threads append the records of writes in async mode
+ * (native-deps/src/journal.c): same file, same framing. They hand out every seq, JS's too,
+ * and seal and cut the file, under the lock their appends take.
+ */
+export interface SharedAppends {
+  /** Appends go to `dir`/journal.log, seqs follow `seq`; `wake()` when records wait. */
+  journal_start (dir: string, seq: number, wake: () => void): void
+  /** The records appended since the last call, in seq order, then a seq: a new one if `next`. */
+  /** Appends one record of JS's own (a write(2) into the page cache, under their lock). */
+  journal_append (record: Buffer): void
+  journal_take (next: boolean): Array<Buffer | number>
+  /** journal.log is renamed journal-<last>.log, last = max(every seq handed out, floor). */
+  journal_seal (floor: number): number
+  /** journal.log is cut to zero if no seq was handed out after `seq`. */
+  journal_cut (seq: number): boolean
+  journal_stop (): void
+}
+
 const CURRENT = 'journal.log'
 const SEALED = /^journal-(\d+)\.log$/
 
@@ -91,6 +111,10 @@ export class Journal {
   #batch: Buffer[] = []
   #flushing: Promise<void> | null = null
   #resetWanted = false
+  /** The last seq JS had seen when a reset was asked for (appends shared: only then is it cut). */
+  #resetSeq = 0
+  #shared: SharedAppends | null = null
+  #log: Logger | null = null
   readonly #cursorFds = new Map<string, number>()
 
   private constructor (dir: string, fh: FileHandle, size: number, sealed: Array<{ last: number, bytes: number }>, last: number, cursors: Record<string, number>, segmentBytes: number) {
@@ -164,10 +188,57 @@ export class Journal {
     }
   }
 
+  /**
+   * From now on the mount's threads append writes too (async mode), and hand out the seqs
+   * after `seq`; `wake()` is called when their records wait to be taken.
+   */
+  share (shared: SharedAppends, seq: number, wake: () => void, log: Logger): void {
+    shared.journal_start(Buffer.from(this.#dir, 'utf8').toString('latin1'), seq, wake)
+    this.#shared = shared
+    this.#log = log
+  }
+
+  /**
+   * The writes the mount's threads appended since the last call, in seq order (their data is
+   * no copy), and a seq: a fresh one for a change of JS's own when `next`, else the last
+   * handed out. null when appends are not shared.
+   */
+  take (next: boolean): { records: JournalRecord[], seq: number } | null {
+    const shared = this.#shared
+    if (shared === null) return null
+    const out = shared.journal_take(next)
+    const seq = out.pop() as number
+    const records: JournalRecord[] = []
+    for (const b of out as Buffer[]) {
+      records.push(decode(b.subarray(HEAD), false))
+      this.#size += b.length
+    }
+    if (seq > this.#last) this.#last = seq
+    if (this.#size >= this.#segmentBytes) void this.#flush().catch(err => this.#log?.error('journal', 'cannot seal journal.log', err))
+    return { records, seq }
+  }
+
   /** Resolves once the record is in the file (SIGKILL-safe; not fsynced). */
   append (seq: number, m: Mutation): Promise<void> {
-    this.#batch.push(encode(seq, m))
+    return this.record(seq, m) ?? Promise.resolve()
+  }
+
+  /**
+   * Appends the record: at once when appends are shared with the mount's threads (then it
+   * is in the file on return: no trip through the thread pool for each change), else as
+   * `append` does (the promise). Throws if the file refused it.
+   */
+  record (seq: number, m: Mutation): Promise<void> | undefined {
     if (seq > this.#last) this.#last = seq
+    const shared = this.#shared
+    if (shared !== null && !this.#resetWanted) {
+      const buf = encode(seq, m)
+      shared.journal_append(buf)
+      this.#size += buf.length
+      if (this.#size >= this.#segmentBytes) void this.#flush().catch(err => this.#log?.error('journal', 'cannot seal journal.log', err))
+      return undefined
+    }
+    this.#batch.push(encode(seq, m))
     return this.#flush()
   }
 
@@ -175,11 +246,21 @@ export class Journal {
     this.#flushing ??= (async () => {
       // Later appends join the next batch: one write for all that queued meanwhile.
       await Promise.resolve()
-      while (this.#batch.length > 0 || this.#resetWanted) {
+      while (this.#batch.length > 0 || this.#resetWanted || this.#size >= this.#segmentBytes) {
+        if (this.#size >= this.#segmentBytes) {
+          // Grown by the mount's appends (or a reset that could not cut it).
+          await this.#seal()
+          continue
+        }
         if (this.#resetWanted) {
           // Only records queued after the request are pending: they land after the cut.
           this.#resetWanted = false
-          await this.#fh.truncate(0)
+          if (this.#shared === null) {
+            await this.#fh.truncate(0)
+          } else if (!this.#shared.journal_cut(this.#resetSeq)) {
+            // The mount's threads appended a write since: not everything is applied after all.
+            continue
+          }
           this.#size = 0
           await this.dropThrough(Infinity)
           continue
@@ -188,12 +269,15 @@ export class Journal {
         this.#batch = []
         const buf = batch.length === 1 ? batch[0] as Buffer : Buffer.concat(batch)
         let done = 0
+        if (this.#shared !== null) {
+          this.#shared.journal_append(buf)
+          done = buf.length
+        }
         while (done < buf.length) {
           const { bytesWritten } = await this.#fh.write(buf, done, buf.length - done)
           done += bytesWritten
         }
         this.#size += buf.length
-        if (this.#size >= this.#segmentBytes) await this.#seal()
       }
     })().finally(() => { this.#flushing = null })
     return this.#flushing
@@ -205,9 +289,14 @@ export class Journal {
    * sealed file's: unique, and in order.
    */
   async #seal (): Promise<void> {
-    const last = Math.max(this.#last, (this.#sealed.at(-1)?.last ?? 0) + 1)
+    let last = Math.max(this.#last, (this.#sealed.at(-1)?.last ?? 0) + 1)
     const old = this.#fh
-    await rename(join(this.#dir, CURRENT), join(this.#dir, `journal-${last}.log`))
+    if (this.#shared !== null) {
+      // Under the lock of the mount's appends: none lands in the file after its name is chosen.
+      last = this.#shared.journal_seal(last)
+    } else {
+      await rename(join(this.#dir, CURRENT), join(this.#dir, `journal-${last}.log`))
+    }
     this.#fh = await open(join(this.#dir, CURRENT), 'a+', 0o600)
     // Synced in the background, then closed: a writer's fsync (sync) waits for it, as what it
     // appended may be in there; appends do not.
@@ -246,13 +335,19 @@ export class Journal {
     writeSync(fd, String(seq).padStart(20), 0)
   }
 
-  /** Every replica applied every record appended so far: start the file afresh. */
-  reset (): Promise<void> {
+  /**
+   * Every replica applied every record appended so far (`seq`, the last JS has seen): start
+   * the file afresh.
+   */
+  reset (seq: number): Promise<void> {
     this.#resetWanted = true
+    this.#resetSeq = seq
     return this.#flush()
   }
 
   async close (): Promise<void> {
+    // The mount is gone: no more appends from its threads.
+    this.#shared?.journal_stop()
     await this.#flushing
     await Promise.all(this.#syncing)
     for (const fd of this.#cursorFds.values()) closeSync(fd)

@@ -3,7 +3,7 @@ import type { Logger } from '../log'
 import { ReplicaError, type Replica } from '../replica/replica'
 import { Applier, type ApplierOptions } from './applier'
 import { cancelled } from './compact'
-import type { Journal, JournalRecord } from './journal'
+import type { Journal, JournalRecord, SharedAppends } from './journal'
 import type { Mutation, ReplicationHook } from './mutation'
 
 export type Mode = 'sync' | 'async'
@@ -147,15 +147,55 @@ export class Replicator implements ReplicationHook {
     this.#links = replicas.map(r => new Link(r, o.applier))
   }
 
+  /**
+   * Async mode: writes are journaled by the mount's own threads from now on, and reach the
+   * links from there (taken as they come, and before each change of JS's own, so that every
+   * queue stays in seq order); JS's own changes take their seqs from there too.
+   */
+  shareWrites (shared: SharedAppends): void {
+    const journal = this.#o.journal
+    if (this.#o.mode !== 'async' || journal === null) throw new TypeError('writes are journaled by the mount only in async mode, with a journal')
+    journal.share(shared, this.#seq, () => {
+      try {
+        this.#pull()
+      } catch (err) {
+        this.#o.log.error('journal', 'cannot take the writes the mount journaled', err)
+      }
+    }, this.#o.log)
+  }
+
+  /** The writes the mount journaled since the last look, queued for every link. */
+  #pull (): void {
+    const t = this.#o.journal?.take(false)
+    if (t != null) this.#took(t.records, t.seq)
+  }
+
+  /** The seq of a new change (after the mount's writes journaled so far, queued first). */
+  #next (): number {
+    const t = this.#o.journal?.take(true)
+    if (t == null) return ++this.#seq
+    this.#took(t.records, t.seq)
+    return t.seq
+  }
+
+  #took (records: JournalRecord[], seq: number): void {
+    for (const r of records) {
+      const rec: Rec = { seq: r.seq, at: Date.now(), m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null }
+      for (const link of this.#links) this.#enqueue(link, rec)
+    }
+    if (seq > this.#seq) this.#seq = seq
+  }
+
   apply (m: Mutation): void | Promise<void> {
-    const rec: Rec = { seq: ++this.#seq, at: Date.now(), m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
+    const rec: Rec = { seq: this.#next(), at: Date.now(), m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
     if (this.#o.mode === 'async') {
       detach(rec)
       for (const link of this.#links) this.#enqueue(link, rec)
       const journal = this.#o.journal
       if (journal === null) return
-      const recorded = journal.append(rec.seq, m)
-      return m.op === 'fsync' ? recorded.then(() => journal.sync()) : recorded
+      const recorded = journal.record(rec.seq, m)
+      if (m.op === 'fsync') return (recorded ?? Promise.resolve()).then(() => journal.sync())
+      return recorded
     }
     for (const link of this.#links) this.#enqueue(link, rec)
     return new Promise<void>((resolve, reject) => {
@@ -188,6 +228,7 @@ export class Replicator implements ReplicationHook {
 
   /** Resolves when every replica has applied every change made so far (or failed for good). */
   drain (timeoutMs: number): Promise<boolean> {
+    this.#pull()
     const target = this.#seq
     return poll(() => this.#links.every(l => l.appliedSeq >= target || l.state === 'failed'), timeoutMs)
   }
@@ -197,11 +238,13 @@ export class Replicator implements ReplicationHook {
    * `timeoutMs`: the wait for a journal's replay before the mount accepts new changes.
    */
   settle (timeoutMs: number): Promise<boolean> {
+    this.#pull()
     return poll(() => this.#links.every(l => l.state === 'failed' || (l.queue.length === 0 && !l.running)), timeoutMs)
   }
 
   /** Each replica's state, queue, lag and last error. */
   status (): LinkStatus[] {
+    this.#pull()
     const now = Date.now()
     return this.#links.map(l => {
       const lagSeconds = l.queue.length > 0 ? (now - (l.queue[0] as Rec).at) / 1000 : 0
@@ -231,6 +274,7 @@ export class Replicator implements ReplicationHook {
    * change made before the call once `timeoutMs` passed ([] as soon as all have).
    */
   async barrier (timeoutMs: number): Promise<string[]> {
+    this.#pull()
     const target = this.#seq
     const behind = () => this.#links.filter(l => l.appliedSeq < target && l.state !== 'failed').map(l => l.replica.url)
     await poll(() => behind().length === 0, timeoutMs)
@@ -348,8 +392,9 @@ export class Replicator implements ReplicationHook {
       link.running = false
     }
     const journal = this.#o.journal
+    this.#pull()
     if (journal !== null && journal.size > JOURNAL_RESET_BYTES && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
-      void journal.reset()
+      void journal.reset(this.#seq)
     } else {
       this.#trimJournal()
     }
@@ -421,7 +466,7 @@ export class Replicator implements ReplicationHook {
       // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
       for (const path of pathsOf(rec.m)) {
-        const repair: Rec = { seq: ++this.#seq, at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url }, bytes: 0, acks: 0, fails: 0, waiter: null }
+        const repair: Rec = { seq: this.#next(), at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url }, bytes: 0, acks: 0, fails: 0, waiter: null }
         for (const l of this.#links) this.#enqueue(l, repair)
         await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
           // Queued all the same; only a kill before it is applied would lose it.
@@ -495,7 +540,7 @@ export class Replicator implements ReplicationHook {
   #orphaned (m: Mutation): void {
     if (m.op !== 'create' && m.op !== 'open-truncate') return
     const release: Mutation = { op: 'release', path: m.path, fh: m.fh, mtime: 0, atime: 0, uid: m.uid, gid: m.gid }
-    const rec: Rec = { seq: ++this.#seq, at: Date.now(), m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
+    const rec: Rec = { seq: this.#next(), at: Date.now(), m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
     for (const link of this.#links) this.#enqueue(link, rec)
     this.#o.journal?.append(rec.seq, release).catch(e => this.#o.log.error('journal', 'cannot journal a release', e))
   }

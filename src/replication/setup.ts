@@ -3,6 +3,7 @@ import type { MountConfig } from '../config'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
+import { native } from '../native'
 import type { Metrics } from '../metrics'
 import { Journal, type JournalRecord } from './journal'
 import { Excludes, ExcludingHook } from './exclude'
@@ -77,6 +78,10 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   // --exclude patterns: the generation mark, excluded always, never changes through the mount
   // (local.c refuses every call on its name), so without them no change needs a look.
   let hook: ReplicationHook = excludes.any ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
+  // Async mode: each write is journaled by the mount's own thread, and answers with no trip
+  // into JS (native-deps/src/journal.c). Where the exclude filter must see every change, writes
+  // go through JS as the other changes do.
+  if (c.mode === 'async' && !excludes.any) replicator.shareWrites(native())
   if (metrics !== null) hook = metrics.timed(hook)
   return { replicator, control, metrics, hook }
 }

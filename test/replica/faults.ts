@@ -6,7 +6,8 @@
  */
 import t from 'tap'
 import { execFile, execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { appendFile, mkdir, open, rename, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -15,6 +16,7 @@ import { promisify } from 'node:util'
 import { cleanupDir, isMounted, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { hashedKnownHostsLine, knownHostsHost, startSshd, type Sshd } from '../helpers/sshd'
 import { CHURN, code, diff, snapshot, temps } from '../helpers/tree'
+import { parseJournal, type JournalRecord } from '../../src/replication/journal'
 
 const run = promisify(execFile)
 const MiB = 1024 ** 2
@@ -258,6 +260,73 @@ t.test('sync mode, --quorum 1: what a frozen replica missed survives a SIGKILL o
   t.equal(text(join(d.rsftp, 'missed-dir', 'moved.txt')), 'written while the sftp replica was frozen', 'the sftp replica has every change once mounted again')
   t.notOk(existsSync(join(d.rsftp, 'missed.txt')), 'and the rename, not a copy')
   t.same(temps(d.rsftp), [], 'no temp file left on the sftp replica')
+})
+
+t.test('async mode: each write is in the journal when it returns (appended by the mount\'s thread); a SIGKILL loses none; sealed files and the cut hold', async t => {
+  const r = await rig(t)
+  const { d, sshd } = r
+  const state = join(d.dir, 'state')
+  // Sealed in files of 32 MiB (an eighth of --journal-max); cut once all is applied and it
+  // holds more than 16 MiB.
+  const args = mountArgs(r, false, ['--mode', 'async', '--journal-max', '256M', '--no-reconcile'])
+  const first = r.daemon = await startDaemon(args)
+  sshd.pause()
+  // A name whose bytes the record's JSON header must escape: quote, backslash, newline, tab, non-ASCII.
+  const name = 'q"b\\n\n\tl \u00e9\u4e2d.bin'
+  const data = randomBytes(40 * MiB + 123)
+  await writeFile(join(d.mnt, name), data)
+  const small = join(d.mnt, 'small.txt')
+  await writeFile(small, 'x')
+  first.child.kill('SIGKILL')
+  await first.exited
+  r.daemon = undefined
+
+  const files = readdirSync(state).filter(n => /^journal.*\.log$/.test(n))
+  const sealed = files.filter(n => n !== 'journal.log')
+  t.ok(sealed.length >= 1, `the journal rolled over into sealed files (${files.join(' ')})`)
+  const records: JournalRecord[] = []
+  for (const f of files) {
+    const buf = readFileSync(join(state, f))
+    const parsed = parseJournal(buf)
+    t.equal(parsed.validLength, buf.length, `${f}: every byte is a whole, checked record`)
+    const last = /^journal-(\d+)\.log$/.exec(f)?.[1]
+    if (last !== undefined) t.ok(parsed.records.every(x => x.seq <= Number(last)), `${f} holds no record later than its name says`)
+    records.push(...parsed.records)
+  }
+  records.sort((a, b) => a.seq - b.seq)
+  t.equal(new Set(records.map(x => x.seq)).size, records.length, 'seqs are unique across JS\'s records and the mount\'s')
+  const path = '/' + Buffer.from(name, 'utf8').toString('latin1')
+  const writes = records.filter(x => x.m.op === 'write' && x.m.path === path)
+  const got = Buffer.alloc(data.length)
+  let bytes = 0
+  for (const w of writes) {
+    if (w.m.op !== 'write') continue
+    w.m.data.copy(got, w.m.offset)
+    bytes += w.m.data.length
+  }
+  t.ok(bytes === data.length && got.equals(data), `the writes' records hold the file's bytes at their offsets (${writes.length} records, ${bytes} bytes)`)
+  const seqOf = (op: string, p: string) => records.find(x => x.m.op === op && 'path' in x.m && x.m.path === p)?.seq ?? NaN
+  t.ok(seqOf('create', path) < (writes[0]?.seq ?? NaN) && (writes.at(-1)?.seq ?? NaN) < seqOf('flush', path), 'in seq order: create, the writes, flush')
+  t.ok(records.some(x => x.m.op === 'write' && x.m.path === '/small.txt'), 'the last write before the kill is there too')
+
+  sshd.resume()
+  r.daemon = await startDaemon(args)
+  const same = (p: string, want: Buffer) => existsSync(p) && readFileSync(p).equals(want)
+  t.ok(await until(() => same(join(d.rsftp, name), data), 30_000), 'the restart replays them: the replica has the file')
+  t.ok(await until(() => same(join(d.rsftp, 'small.txt'), Buffer.from('x')), 30_000), 'and the last one')
+
+  // Live: 20 MiB more. Whenever the replica has applied everything and the journal holds more
+  // than 16 MiB, it is cut (the mount's appends held meanwhile) and its sealed files deleted:
+  // without a cut, journal.log would keep the 8 MiB the restart found past the sealed file,
+  // and these 20.
+  const more = randomBytes(20 * MiB)
+  await writeFile(join(d.mnt, 'more.bin'), more)
+  t.ok(await until(() => same(join(d.rsftp, 'more.bin'), more), 30_000), 'the replica has the live writes')
+  const files2 = () => readdirSync(state).filter(n => /^journal.*\.log$/.test(n))
+  const journalSize = () => files2().reduce((n, f) => n + statSync(join(state, f)).size, 0)
+  t.ok(await until(() => journalSize() < 20 * MiB && files2().length === 1, 10_000), `the journal was cut on the way (${files2().map(f => `${f}: ${statSync(join(state, f)).size} bytes`).join(', ')})`)
+  await writeFile(join(d.mnt, 'after.txt'), 'after the cut')
+  t.ok(await until(() => text(join(d.rsftp, 'after.txt')) === 'after the cut', 10_000), 'and later writes still reach the replica')
 })
 
 t.test('SIGSTOPped single sftp replica (quorum = all): EIO after --timeout, the source keeps it, the replica gets it after resume', async t => {

@@ -58,7 +58,7 @@ t.test('reset empties the journal; later appends follow', async t => {
   const { journal } = await Journal.open(d, silentLogger)
   await journal.append(1, write('/a', 0, 'x'))
   const appended = journal.append(2, write('/a', 1, 'y'))
-  await journal.reset()
+  await journal.reset(2)
   await appended
   await journal.append(3, write('/a', 2, 'z'))
   await journal.sync()
@@ -91,7 +91,7 @@ t.test('sealed files: the journal rolls over, reads back whole, and drops what n
   const after = await Journal.open(d, silentLogger, 1000)
   t.ok(after.records.every(r => r.seq > Math.max(...sealed.filter(n => n <= 6))), 'what they held is gone')
   t.ok(after.records.some(r => r.seq === 12), 'the rest is kept')
-  await after.journal.reset()
+  await after.journal.reset(12)
   t.same(files(), ['journal.log'], 'reset deletes the sealed files too')
   await after.journal.close()
 })

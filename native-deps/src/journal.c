@@ -1,0 +1,324 @@
+// replicafs journal appends on libfuse's threads (async mode): a write through the mount is
+// recorded in the journal here, right after local.c applied it to the source, and answers
+// without a trip into JS. Each record is the one src/replication/journal.ts writes (same
+// framing, same checksum, a JSON header); JS takes the records as they come (woken through a
+// thread-safe function) and queues them for the replicas' shippers, in seq order.
+//
+// One counter of seqs for JS's changes and these: JS takes its own from here too, and takes
+// every record appended so far with it, so that its queues stay in seq order. The appends
+// and the counter share a mutex: in the file, C's records are in seq order.
+//
+// JS's own records go through here too (a write(2) into the page cache, under the same
+// mutex): one writer of the file, and no trip through the thread pool for each change.
+//
+// Sealing (a full journal.log renamed aside) and the cut to zero (every replica applied
+// everything) are done here too, under the same mutex, so that no record lands in a file
+// under a name that says it holds only older ones, and no record is cut that JS has not seen.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <node_api.h>
+
+#include "journal.h"
+
+// zlib's, as the node binary exports them: the checksum node:zlib's crc32 gives JS.
+extern unsigned long crc32 (unsigned long crc, const unsigned char *buf, unsigned int len);
+extern unsigned long crc32_combine (unsigned long crc1, unsigned long crc2, long len2);
+
+// A record as it went to the file, kept for JS until it takes it: crc32 | len | payload.
+struct rec {
+  struct rec *next;
+  size_t len;
+  unsigned char bytes[];
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static int fd = -1;
+static char dir[PATH_MAX];
+// The last seq handed out (to a write here or to JS).
+static uint64_t seq = 0;
+static struct rec *head = NULL;
+static struct rec **tail = &head;
+static napi_threadsafe_function wake = NULL;
+static int woken = 0;
+
+int rfs_journal_on (void) {
+  return __atomic_load_n(&fd, __ATOMIC_RELAXED) >= 0;
+}
+
+static inline void put_u32 (unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char) v;
+  p[1] = (unsigned char) (v >> 8);
+  p[2] = (unsigned char) (v >> 16);
+  p[3] = (unsigned char) (v >> 24);
+}
+
+// `s` as a JSON string of its bytes, each one char (latin1), as JSON.stringify writes a
+// byte string of JS: a byte of 0x80 or more is that code point in UTF-8.
+static size_t json_bytes (unsigned char *out, const char *s) {
+  unsigned char *o = out;
+  *o++ = '"';
+  for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+    unsigned char c = *p;
+    if (c == '"' || c == '\\') {
+      *o++ = '\\';
+      *o++ = c;
+    } else if (c < 0x20) {
+      o += sprintf((char *) o, "\\u%04x", c);
+    } else if (c >= 0x80) {
+      *o++ = (unsigned char) (0xc0 | (c >> 6));
+      *o++ = (unsigned char) (0x80 | (c & 0x3f));
+    } else {
+      *o++ = c;
+    }
+  }
+  *o++ = '"';
+  return (size_t) (o - out);
+}
+
+// The seq sits last in the header, padded to a fixed width, so that everything but it is
+// written (and the data's checksum taken) before the mutex.
+#define SEQ_WIDTH 20
+
+int rfs_journal_write (const char *path, const char *data, size_t n, off_t off, uint64_t fh, uint32_t uid, uint32_t gid) {
+  size_t plen = path == NULL ? 4 : strnlen(path, PATH_MAX);
+  size_t hmax = 128 + 6 * plen + SEQ_WIDTH;
+  struct rec *r = malloc(sizeof(struct rec) + 12 + hmax + n);
+  if (r == NULL) return -ENOMEM;
+  unsigned char *b = r->bytes;
+  unsigned char *h = b + 12;
+  size_t hl = (size_t) sprintf((char *) h, "{\"m\":{\"op\":\"write\",\"path\":");
+  if (path == NULL) {
+    memcpy(h + hl, "null", 4);
+    hl += 4;
+  } else {
+    hl += json_bytes(h + hl, path);
+  }
+  hl += (size_t) sprintf((char *) h + hl, ",\"fh\":%" PRIu64 ",\"offset\":%" PRId64 ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},\"seq\":",
+    fh, (int64_t) off, uid, gid);
+  size_t seq_at = hl;
+  hl += SEQ_WIDTH;
+  h[hl++] = '}';
+  memcpy(h + hl, data, n);
+  size_t payload = 4 + hl + n;
+  r->len = 8 + payload;
+  put_u32(b + 4, (uint32_t) payload);
+  put_u32(b + 8, (uint32_t) hl);
+  unsigned long data_crc = crc32(0, (const unsigned char *) data, (unsigned int) n);
+
+  pthread_mutex_lock(&mu);
+  if (fd < 0) {
+    // Stopped meanwhile (the mount is closing): JS takes the change instead.
+    pthread_mutex_unlock(&mu);
+    free(r);
+    return 1;
+  }
+  char digits[SEQ_WIDTH + 1];
+  snprintf(digits, sizeof(digits), "%*" PRIu64, SEQ_WIDTH, ++seq);
+  memcpy(h + seq_at, digits, SEQ_WIDTH);
+  unsigned long head_crc = crc32(0, b + 4, (unsigned int) (8 + hl));
+  put_u32(b, (uint32_t) crc32_combine(head_crc, data_crc, (long) n));
+  int res = 0;
+  size_t done = 0;
+  while (done < r->len) {
+    ssize_t w = write(fd, b + done, r->len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      res = -EIO;
+      break;
+    }
+    done += (size_t) w;
+  }
+  // Queued for the replicas even when the file refused it (the call answers EIO), as JS
+  // does with a change its journal could not take.
+  r->next = NULL;
+  *tail = r;
+  tail = &r->next;
+  if (!woken && wake != NULL) {
+    woken = 1;
+    napi_call_threadsafe_function(wake, NULL, napi_tsfn_nonblocking);
+  }
+  pthread_mutex_unlock(&mu);
+  return res;
+}
+
+// ---- JS's side ---------------------------------------------------------------------------
+
+#define THROW(msg) do { napi_throw_error(env, NULL, (msg)); return NULL; } while (0)
+#define CHECK(call) do { if ((call) != napi_ok) THROW("replicafs journal: " #call " failed"); } while (0)
+
+static int open_current (void) {
+  char path[PATH_MAX + 16];
+  snprintf(path, sizeof(path), "%s/journal.log", dir);
+  return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+}
+
+// start(dir, seq, wake): appends go to dir/journal.log from now on, seqs follow `seq`, and
+// `wake()` is called (on the JS thread) when records wait to be taken.
+static napi_value start (napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  size_t len;
+  double s;
+  CHECK(napi_get_value_string_latin1(env, argv[0], dir, sizeof(dir), &len));
+  CHECK(napi_get_value_double(env, argv[1], &s));
+  if (wake == NULL) {
+    napi_value name;
+    CHECK(napi_create_string_utf8(env, "replicafs journal", NAPI_AUTO_LENGTH, &name));
+    CHECK(napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, NULL, &wake));
+    // It must not keep the process alive on its own.
+    CHECK(napi_unref_threadsafe_function(env, wake));
+  }
+  int f = open_current();
+  if (f < 0) THROW("replicafs journal: cannot open journal.log");
+  pthread_mutex_lock(&mu);
+  if (fd >= 0) close(fd);
+  fd = f;
+  seq = (uint64_t) s;
+  pthread_mutex_unlock(&mu);
+  return NULL;
+}
+
+static void free_rec (napi_env env, void *data, void *hint) {
+  int64_t left;
+  napi_adjust_external_memory(env, -(int64_t) ((struct rec *) hint)->len, &left);
+  free(hint);
+}
+
+// take(next): [...records appended since the last take (Buffers, in seq order), seq], where
+// seq is a fresh one for JS's own change when `next`, else the last handed out.
+static napi_value take (napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  bool next;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_bool(env, argv[0], &next));
+  pthread_mutex_lock(&mu);
+  struct rec *list = head;
+  head = NULL;
+  tail = &head;
+  woken = 0;
+  uint64_t s = next ? ++seq : seq;
+  pthread_mutex_unlock(&mu);
+
+  napi_value out, v;
+  CHECK(napi_create_array(env, &out));
+  uint32_t i = 0;
+  while (list != NULL) {
+    struct rec *r = list;
+    list = r->next;
+    CHECK(napi_create_external_buffer(env, r->len, r->bytes, free_rec, r, &v));
+    // Counted as the heap's, so that the collector runs as the queued data grows.
+    int64_t total;
+    CHECK(napi_adjust_external_memory(env, (int64_t) r->len, &total));
+    CHECK(napi_set_element(env, out, i++, v));
+  }
+  CHECK(napi_create_double(env, (double) s, &v));
+  CHECK(napi_set_element(env, out, i, v));
+  return out;
+}
+
+// append(buf): one record of JS's own, appended as the mount's are (under their lock).
+static napi_value append (napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *data;
+  size_t len;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  int err = 0;
+  size_t done = 0;
+  pthread_mutex_lock(&mu);
+  if (fd < 0) err = EBADF;
+  while (err == 0 && done < len) {
+    ssize_t w = write(fd, (const char *) data + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) err = w < 0 ? errno : EIO;
+    else done += (size_t) w;
+  }
+  pthread_mutex_unlock(&mu);
+  if (err != 0) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "replicafs journal: cannot append to journal.log: %s", strerror(err));
+    THROW(msg);
+  }
+  return NULL;
+}
+
+// seal(floor): journal.log becomes journal-<last>.log, last = max(the last seq handed out,
+// floor); a new journal.log takes the appends. Returns last, or throws.
+static napi_value seal (napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double floor;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_double(env, argv[0], &floor));
+  char from[PATH_MAX + 16], to[PATH_MAX + 48];
+  snprintf(from, sizeof(from), "%s/journal.log", dir);
+  pthread_mutex_lock(&mu);
+  uint64_t last = seq > (uint64_t) floor ? seq : (uint64_t) floor;
+  snprintf(to, sizeof(to), "%s/journal-%" PRIu64 ".log", dir, last);
+  int err = rename(from, to) < 0 ? errno : 0;
+  int f = err == 0 ? open_current() : -1;
+  if (err == 0 && f < 0) err = errno;
+  if (f >= 0) {
+    close(fd);
+    fd = f;
+  }
+  pthread_mutex_unlock(&mu);
+  if (err != 0) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "replicafs journal: cannot seal journal.log: %s", strerror(err));
+    THROW(msg);
+  }
+  napi_value v;
+  CHECK(napi_create_double(env, (double) last, &v));
+  return v;
+}
+
+// cut(seq): journal.log is cut to zero if no seq was handed out after `seq` (JS has seen
+// every record in it); returns whether it was.
+static napi_value cut (napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double s;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  CHECK(napi_get_value_double(env, argv[0], &s));
+  pthread_mutex_lock(&mu);
+  bool ok = fd >= 0 && seq == (uint64_t) s && ftruncate(fd, 0) == 0;
+  pthread_mutex_unlock(&mu);
+  napi_value v;
+  CHECK(napi_get_boolean(env, ok, &v));
+  return v;
+}
+
+// stop(): writes go to JS again; the file is closed here.
+static napi_value stop (napi_env env, napi_callback_info info) {
+  pthread_mutex_lock(&mu);
+  if (fd >= 0) close(fd);
+  fd = -1;
+  pthread_mutex_unlock(&mu);
+  return NULL;
+}
+
+void rfs_journal_exports (napi_env env, napi_value exports) {
+  const napi_property_descriptor fns[] = {
+    { "journal_start", NULL, start, NULL, NULL, NULL, napi_default, NULL },
+    { "journal_take", NULL, take, NULL, NULL, NULL, napi_default, NULL },
+    { "journal_append", NULL, append, NULL, NULL, NULL, napi_default, NULL },
+    { "journal_seal", NULL, seal, NULL, NULL, NULL, napi_default, NULL },
+    { "journal_cut", NULL, cut, NULL, NULL, NULL, napi_default, NULL },
+    { "journal_stop", NULL, stop, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof(fns) / sizeof(fns[0]), fns);
+}
