@@ -1,6 +1,6 @@
-// replicafs journal appends on libfuse's threads (async mode): a write through the mount is
-// recorded in the journal here, right after local.c applied it to the source, and answers
-// without a trip into JS. Each record is the one src/replication/journal.ts writes (same
+// replicafs journal appends on libfuse's threads (async mode): a change through the mount
+// (a write, a create, a rename...) is recorded in the journal here, right after local.c
+// applied it to the source, and answers without a trip into JS. Each record is the one src/replication/journal.ts writes (same
 // framing, same checksum, a JSON header); JS takes the records as they come (woken through a
 // thread-safe function) and queues them for the replicas' shippers, in seq order.
 //
@@ -26,7 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdarg.h>
 #include <node_api.h>
+#define FUSE_USE_VERSION 29
+#include <fuse.h>
 
 #include "journal.h"
 
@@ -89,31 +92,50 @@ static size_t json_bytes (unsigned char *out, const char *s) {
 // written (and the data's checksum taken) before the mutex.
 #define SEQ_WIDTH 20
 
-int rfs_journal_write (const char *path, const char *data, size_t n, off_t off, uint64_t fh, uint32_t uid, uint32_t gid) {
-  size_t plen = path == NULL ? 4 : strnlen(path, PATH_MAX);
-  size_t hmax = 128 + 6 * plen + SEQ_WIDTH;
+// The JSON of a path or other byte string, or null.
+static size_t json_or_null (unsigned char *out, const char *s) {
+  if (s != NULL) return json_bytes(out, s);
+  memcpy(out, "null", 4);
+  return 4;
+}
+
+int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...) {
+  struct fuse_context *c = fuse_get_context();
+  size_t l1 = path == NULL ? 4 : strnlen(path, PATH_MAX);
+  size_t l2 = str2 == NULL ? 4 : strnlen(str2, PATH_MAX);
+  size_t hmax = 320 + 6 * (l1 + l2) + SEQ_WIDTH;
   struct rec *r = malloc(sizeof(struct rec) + 12 + hmax + n);
   if (r == NULL) return -ENOMEM;
   unsigned char *b = r->bytes;
   unsigned char *h = b + 12;
-  size_t hl = (size_t) sprintf((char *) h, "{\"m\":{\"op\":\"write\",\"path\":");
-  if (path == NULL) {
-    memcpy(h + hl, "null", 4);
-    hl += 4;
-  } else {
-    hl += json_bytes(h + hl, path);
+  size_t hl = (size_t) sprintf((char *) h, "{\"m\":{\"op\":\"%s\",\"path\":", op);
+  hl += json_or_null(h + hl, path);
+  if (key2 != NULL) {
+    hl += (size_t) sprintf((char *) h + hl, ",\"%s\":", key2);
+    hl += json_or_null(h + hl, str2);
   }
-  hl += (size_t) sprintf((char *) h + hl, ",\"fh\":%" PRIu64 ",\"offset\":%" PRId64 ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},\"seq\":",
-    fh, (int64_t) off, uid, gid);
+  if (fmt != NULL) {
+    h[hl++] = ',';
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf((char *) h + hl, 200, fmt, ap);
+    va_end(ap);
+    if (k < 0 || k >= 200) {
+      free(r);
+      return -EIO;
+    }
+    hl += (size_t) k;
+  }
+  hl += (size_t) sprintf((char *) h + hl, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},\"seq\":", (uint32_t) c->uid, (uint32_t) c->gid);
   size_t seq_at = hl;
   hl += SEQ_WIDTH;
   h[hl++] = '}';
-  memcpy(h + hl, data, n);
+  if (n > 0) memcpy(h + hl, data, n);
   size_t payload = 4 + hl + n;
   r->len = 8 + payload;
   put_u32(b + 4, (uint32_t) payload);
   put_u32(b + 8, (uint32_t) hl);
-  unsigned long data_crc = crc32(0, (const unsigned char *) data, (unsigned int) n);
+  unsigned long data_crc = n > 0 ? crc32(0, (const unsigned char *) data, (unsigned int) n) : 0;
 
   pthread_mutex_lock(&mu);
   if (fd < 0) {
@@ -125,8 +147,9 @@ int rfs_journal_write (const char *path, const char *data, size_t n, off_t off, 
   char digits[SEQ_WIDTH + 1];
   snprintf(digits, sizeof(digits), "%*" PRIu64, SEQ_WIDTH, ++seq);
   memcpy(h + seq_at, digits, SEQ_WIDTH);
-  unsigned long head_crc = crc32(0, b + 4, (unsigned int) (8 + hl));
-  put_u32(b, (uint32_t) crc32_combine(head_crc, data_crc, (long) n));
+  unsigned long crc = crc32(0, b + 4, (unsigned int) (8 + hl));
+  if (n > 0) crc = crc32_combine(crc, data_crc, (long) n);
+  put_u32(b, (uint32_t) crc);
   int res = 0;
   size_t done = 0;
   while (done < r->len) {

@@ -8,10 +8,14 @@
 // Whether writes are journaled here (async mode, started by JS) rather than handed to JS.
 int rfs_journal_on (void);
 
-// Appends the journal record of a write that the source applied, and queues it for JS.
+// Appends the journal record of a change that the source applied, and queues it for JS: the
+// Mutation (src/replication/mutation.ts) `op` on `path` (NULL: null), with `key2`: `str2`
+// when key2 is not NULL (a rename's "from", a symlink's "target"), the JSON fields `fmt`
+// formats (NULL: none; at most 200 bytes), the caller's uid and gid, and `n` bytes of `data`.
 // 0: recorded; -errno: not (the call answers it); 1: journaling was stopped meanwhile (hand
 // the change to JS instead).
-int rfs_journal_write (const char *path, const char *data, size_t n, off_t off, uint64_t fh, uint32_t uid, uint32_t gid);
+int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...)
+  __attribute__ ((format (printf, 7, 8)));
 
 // journal_start, journal_take, journal_seal, journal_cut, journal_stop (see journal.c).
 void rfs_journal_exports (napi_env env, napi_value exports);

@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -295,6 +296,18 @@ static int pt_listxattr (const char *path, char *list, size_t size) {
     return call; \
   } while (0)
 
+// The same, where the journal here takes it in async mode (journal.c): `record` is the
+// parenthesized arguments of rfs_journal_record. The call answers once it is in the journal.
+#define CHANGE(res, record, call) do { \
+    if (!replicating) return (res); \
+    if (rfs_journal_on()) { \
+      int j_ = rfs_journal_record record; \
+      if (j_ <= 0) return j_ < 0 ? j_ : (res); \
+    } \
+    rfs_set_result(res); \
+    return call; \
+  } while (0)
+
 static int writable (uint64_t fh) {
   int fl = fcntl((int) fh, F_GETFL);
   return fl >= 0 && (fl & O_ACCMODE) != O_RDONLY;
@@ -339,9 +352,14 @@ static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   // Replicas write a truncated file under a temp name unless it has other names (hard links)
   // now, when the source truncated it: later changes cannot make that decision again.
   struct stat st;
-  rfs_set_extra(fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1, 0);
-  rfs_set_result(fd);
-  int res = js.open(path, fi);
+  uint32_t links = fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1;
+  int res = 1;
+  if (rfs_journal_on()) res = rfs_journal_record("open-truncate", path, NULL, NULL, NULL, 0, "\"fh\":%d,\"links\":%" PRIu32, fd, links);
+  if (res == 1) {
+    rfs_set_extra(links, 0);
+    rfs_set_result(fd);
+    res = js.open(path, fi);
+  }
   if (res < 0) close(fd);
   return res;
 }
@@ -371,8 +389,12 @@ static int ap_create_ (const char *path, mode_t mode, struct fuse_file_info *fi)
   if (fd < 0) return -EAGAIN;
   fi->fh = (uint64_t) fd;
   if (!replicating) return 0;
-  rfs_set_result(fd);
-  int res = js.create(path, mode, fi);
+  int res = 1;
+  if (rfs_journal_on()) res = rfs_journal_record("create", path, NULL, NULL, NULL, 0, "\"mode\":%u,\"flags\":%d,\"fh\":%d", (unsigned) mode, fi->flags, fd);
+  if (res == 1) {
+    rfs_set_result(fd);
+    res = js.create(path, mode, fi);
+  }
   if (res < 0) close(fd);
   return res;
 }
@@ -388,20 +410,15 @@ static int ap_write_ (const char *path, const char *buf, size_t size, off_t off,
     struct stat st;
     if (fl >= 0 && (fl & O_APPEND) && fstat((int) fi->fh, &st) == 0 && st.st_size >= n) off = st.st_size - n;
   }
-  if (replicating && rfs_journal_on()) {
-    // Async mode: journaled here, taken by JS in the background.
-    struct fuse_context *c = fuse_get_context();
-    int res = rfs_journal_write(path, buf, (size_t) n, off, fi->fh, c->uid, c->gid);
-    if (res <= 0) return res < 0 ? res : (int) n;
-  }
-  FORWARD((int) n, js.write(path, buf, (size_t) n, off, fi));
+  CHANGE((int) n, ("write", path, NULL, NULL, buf, (size_t) n, "\"fh\":%" PRIu64 ",\"offset\":%" PRId64, fi->fh, (int64_t) off),
+    js.write(path, buf, (size_t) n, off, fi));
 }
 
 static int ap_flush (const char *path, struct fuse_file_info *fi) {
   // Writes went out with pwrite: nothing is buffered here. close(2) waits for this answer,
   // not release's, so replicas publish a file written under a temp name now.
   if (!replicating || !writable(fi->fh)) return 0;
-  FORWARD(0, js.flush(path, fi));
+  CHANGE(0, ("flush", path, NULL, NULL, NULL, 0, "\"fh\":%" PRIu64, fi->fh), js.flush(path, fi));
 }
 
 static int ap_release (const char *path, struct fuse_file_info *fi) {
@@ -411,10 +428,18 @@ static int ap_release (const char *path, struct fuse_file_info *fi) {
     // The file's times as its writes left them: replicas apply the writes later (async) or
     // in another second, so they take these rather than their own clock's.
     struct stat st;
-    if (fstat((int) fi->fh, &st) == 0) rfs_set_extra((uint32_t) st.st_mtim.tv_sec, (uint32_t) st.st_atim.tv_sec);
-    else rfs_set_extra(0, 0);
-    rfs_set_result(0);
-    js.release(path, fi);
+    uint32_t mtime = 0, atime = 0;
+    if (fstat((int) fi->fh, &st) == 0) {
+      mtime = (uint32_t) st.st_mtim.tv_sec;
+      atime = (uint32_t) st.st_atim.tv_sec;
+    }
+    int res = 1;
+    if (rfs_journal_on()) res = rfs_journal_record("release", path, NULL, NULL, NULL, 0, "\"fh\":%" PRIu64 ",\"mtime\":%" PRIu32 ",\"atime\":%" PRIu32, fi->fh, mtime, atime);
+    if (res == 1) {
+      rfs_set_extra(mtime, atime);
+      rfs_set_result(0);
+      js.release(path, fi);
+    }
   }
   close((int) fi->fh);
   return 0;
@@ -431,12 +456,12 @@ static int ap_truncate_ (const char *path, off_t size) {
   int err = full(p, sizeof(p), path);
   if (err) return err;
   if (truncate(p, size) < 0) return -errno;
-  FORWARD(0, js.truncate(path, size));
+  CHANGE(0, ("truncate", path, NULL, NULL, NULL, 0, "\"fh\":null,\"size\":%" PRId64, (int64_t) size), js.truncate(path, size));
 }
 
 static int ap_ftruncate_ (const char *path, off_t size, struct fuse_file_info *fi) {
   if (ftruncate((int) fi->fh, size) < 0) return -errno;
-  FORWARD(0, js.ftruncate(path, size, fi));
+  CHANGE(0, ("truncate", path, NULL, NULL, NULL, 0, "\"fh\":%" PRIu64 ",\"size\":%" PRId64, fi->fh, (int64_t) size), js.ftruncate(path, size, fi));
 }
 
 static int ap_mkdir_ (const char *path, mode_t mode) {
@@ -446,7 +471,7 @@ static int ap_mkdir_ (const char *path, mode_t mode) {
     unlinkat(root_fd, rel(path), AT_REMOVEDIR);
     return err;
   }
-  FORWARD(0, js.mkdir(path, mode));
+  CHANGE(0, ("mkdir", path, NULL, NULL, NULL, 0, "\"mode\":%u", (unsigned) mode), js.mkdir(path, mode));
 }
 
 static int ap_mknod_ (const char *path, mode_t mode, dev_t dev) {
@@ -456,7 +481,7 @@ static int ap_mknod_ (const char *path, mode_t mode, dev_t dev) {
     unlinkat(root_fd, rel(path), 0);
     return err;
   }
-  FORWARD(0, js.mknod(path, mode, dev));
+  CHANGE(0, ("mknod", path, NULL, NULL, NULL, 0, "\"mode\":%u,\"rdev\":%" PRIu64, (unsigned) mode, (uint64_t) dev), js.mknod(path, mode, dev));
 }
 
 static int ap_symlink_ (const char *target, const char *path) {
@@ -466,43 +491,44 @@ static int ap_symlink_ (const char *target, const char *path) {
     unlinkat(root_fd, rel(path), 0);
     return err;
   }
-  FORWARD(0, js.symlink(target, path));
+  CHANGE(0, ("symlink", path, "target", target, NULL, 0, NULL), js.symlink(target, path));
 }
 
 static int ap_link_ (const char *from, const char *to) {
   if (linkat(root_fd, rel(from), root_fd, rel(to), 0) < 0) return -errno;
-  FORWARD(0, js.link(from, to));
+  CHANGE(0, ("link", to, "from", from, NULL, 0, NULL), js.link(from, to));
 }
 
 static int ap_rename_ (const char *from, const char *to) {
   if (renameat(root_fd, rel_dot(from), root_fd, rel_dot(to)) < 0) return -errno;
-  FORWARD(0, js.rename(from, to));
+  CHANGE(0, ("rename", to, "from", from, NULL, 0, NULL), js.rename(from, to));
 }
 
 static int ap_unlink_ (const char *path) {
   if (unlinkat(root_fd, rel(path), 0) < 0) return -errno;
-  FORWARD(0, js.unlink(path));
+  CHANGE(0, ("unlink", path, NULL, NULL, NULL, 0, NULL), js.unlink(path));
 }
 
 static int ap_rmdir_ (const char *path) {
   if (unlinkat(root_fd, rel_dot(path), AT_REMOVEDIR) < 0) return -errno;
-  FORWARD(0, js.rmdir(path));
+  CHANGE(0, ("rmdir", path, NULL, NULL, NULL, 0, NULL), js.rmdir(path));
 }
 
 static int ap_chmod_ (const char *path, mode_t mode) {
   if (fchmodat(root_fd, rel_dot(path), mode, 0) < 0) return -errno;
-  FORWARD(0, js.chmod(path, mode));
+  CHANGE(0, ("chmod", path, NULL, NULL, NULL, 0, "\"mode\":%u", (unsigned) mode), js.chmod(path, mode));
 }
 
 static int ap_chown_ (const char *path, uid_t uid, gid_t gid) {
   const char *r = rel(path);
   if (fchownat(root_fd, r, uid, gid, AT_SYMLINK_NOFOLLOW | (*r == '\0' ? AT_EMPTY_PATH : 0)) < 0) return -errno;
-  FORWARD(0, js.chown(path, uid, gid));
+  CHANGE(0, ("chown", path, NULL, NULL, NULL, 0, "\"owner\":%" PRIu32 ",\"group\":%" PRIu32, (uint32_t) uid, (uint32_t) gid), js.chown(path, uid, gid));
 }
 
 static int ap_utimens_ (const char *path, const struct timespec tv[2]) {
   if (utimensat(root_fd, rel_dot(path), tv, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
-  FORWARD(0, js.utimens(path, tv));
+  CHANGE(0, ("utimens", path, NULL, NULL, NULL, 0, "\"atime\":{\"sec\":%" PRId64 ",\"nsec\":%ld},\"mtime\":{\"sec\":%" PRId64 ",\"nsec\":%ld}",
+    (int64_t) tv[0].tv_sec, tv[0].tv_nsec, (int64_t) tv[1].tv_sec, tv[1].tv_nsec), js.utimens(path, tv));
 }
 
 static int ap_setxattr (const char *path, const char *name, const char *value, size_t size, int flags) {

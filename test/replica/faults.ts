@@ -7,7 +7,7 @@
 import t from 'tap'
 import { execFile, execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
 import { appendFile, mkdir, open, rename, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -327,6 +327,80 @@ t.test('async mode: each write is in the journal when it returns (appended by th
   t.ok(await until(() => journalSize() < 20 * MiB && files2().length === 1, 10_000), `the journal was cut on the way (${files2().map(f => `${f}: ${statSync(join(state, f)).size} bytes`).join(', ')})`)
   await writeFile(join(d.mnt, 'after.txt'), 'after the cut')
   t.ok(await until(() => text(join(d.rsftp, 'after.txt')) === 'after the cut', 10_000), 'and later writes still reach the replica')
+})
+
+t.test('async mode: every changing call is journaled by the mount\'s thread, as the Mutation JS would have made', async t => {
+  const r = await rig(t)
+  const { d, sshd } = r
+  const state = join(d.dir, 'state')
+  const args = mountArgs(r, false, ['--mode', 'async', '--no-reconcile'])
+  const first = r.daemon = await startDaemon(args)
+  sshd.pause()
+  // One of each, as the syscalls themselves (python's os module), so that each reaches the
+  // mount as the call it names.
+  execFileSync('python3', ['-c', `
+import os, sys
+m = sys.argv[1]
+os.mkdir(m + '/d', 0o750)
+fd = os.open(m + '/d/f', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+os.write(fd, b'hello')
+os.ftruncate(fd, 3)
+os.close(fd)
+os.truncate(m + '/d/f', 2)
+os.chmod(m + '/d/f', 0o600)
+os.chown(m + '/d/f', 1234, 5678)
+os.utime(m + '/d/f', ns=(1000000001 * 10**9 + 2, 1100000003 * 10**9 + 4))
+os.symlink('../x "y"', m + '/d/s')
+os.link(m + '/d/f', m + '/d/h')
+os.rename(m + '/d/h', m + '/d/h2')
+os.unlink(m + '/d/h2')
+os.mkfifo(m + '/d/p', 0o644)
+os.close(os.open(m + '/d/f', os.O_WRONLY | os.O_TRUNC))
+os.mkdir(m + '/e')
+os.rmdir(m + '/e')
+`, d.mnt])
+  first.child.kill('SIGKILL')
+  await first.exited
+  r.daemon = undefined
+
+  const { records } = parseJournal(readFileSync(join(state, 'journal.log')))
+  const ms = records.sort((a, b) => a.seq - b.seq).map(x => x.m).filter(m => m.op !== 'flush' && m.op !== 'release' || ('path' in m && m.path === '/d/f'))
+  const fh = ms.find(m => m.op === 'create')?.fh
+  t.ok(typeof fh === 'number' && fh > 0, 'create names the descriptor')
+  t.match(ms, [
+    { op: 'mkdir', path: '/d', uid: 0, gid: 0 },
+    { op: 'create', path: '/d/f', fh, flags: Number },
+    { op: 'write', path: '/d/f', fh, offset: 0, data: Buffer.from('hello') },
+    { op: 'truncate', path: '/d/f', fh, size: 3 },
+    { op: 'flush', path: '/d/f', fh },
+    { op: 'release', path: '/d/f', fh, mtime: Number, atime: Number },
+    { op: 'truncate', path: '/d/f', fh: null, size: 2 },
+    { op: 'chmod', path: '/d/f' },
+    { op: 'chown', path: '/d/f', owner: 1234, group: 5678 },
+    { op: 'utimens', path: '/d/f', atime: { sec: 1000000001, nsec: 2 }, mtime: { sec: 1100000003, nsec: 4 } },
+    { op: 'symlink', path: '/d/s', target: '../x "y"' },
+    { op: 'link', from: '/d/f', path: '/d/h' },
+    { op: 'rename', from: '/d/h', path: '/d/h2' },
+    { op: 'unlink', path: '/d/h2' },
+    { op: 'mknod', path: '/d/p' },
+    { op: 'open-truncate', path: '/d/f', links: 1 },
+    { op: 'flush', path: '/d/f' },
+    { op: 'release', path: '/d/f' },
+    { op: 'mkdir', path: '/e' },
+    { op: 'rmdir', path: '/e' },
+  ], 'each call\'s record, in the order of the calls')
+  t.equal(ms.length, 20, 'and nothing else')
+  const mode = (op: string) => { const m = ms.find(x => x.op === op && 'mode' in x); return m !== undefined && 'mode' in m ? m.mode & 0o7777 : -1 }
+  t.same([mode('mkdir'), mode('create'), mode('chmod'), mode('mknod')], [0o750, 0o640, 0o600, 0o644], 'modes as the calls gave them')
+  const release = ms.find(m => m.op === 'release')
+  t.ok(release?.op === 'release' && release.mtime > 1e9, 'release carries the file\'s mtime')
+
+  sshd.resume()
+  r.daemon = await startDaemon(args)
+  const f = join(d.rsftp, 'd', 'f')
+  t.ok(await until(() => existsSync(f) && statSync(f).size === 0 && (statSync(f).mode & 0o7777) === 0o600 && statSync(f).uid === 1234, 30_000), 'the replica applies them after the restart')
+  t.equal(readlinkSync(join(d.rsftp, 'd', 's')), '../x "y"', 'the symlink too')
+  t.notOk(existsSync(join(d.rsftp, 'd', 'h2')) || existsSync(join(d.rsftp, 'e')), 'and what was removed is not there')
 })
 
 t.test('SIGSTOPped single sftp replica (quorum = all): EIO after --timeout, the source keeps it, the replica gets it after resume', async t => {
