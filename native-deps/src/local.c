@@ -531,25 +531,49 @@ static int ap_utimens_ (const char *path, const struct timespec tv[2]) {
     (int64_t) tv[0].tv_sec, tv[0].tv_nsec, (int64_t) tv[1].tv_sec, tv[1].tv_nsec), js.utimens(path, tv));
 }
 
-static int ap_setxattr (const char *path, const char *name, const char *value, size_t size, int flags) {
+// Setting or removing the access ACL sets the mode bits (coreutils' cp -a and install set a
+// file's mode that way, as a minimal ACL, not with chmod). xattrs stay local, so replicas get
+// the mode the source now has, as a chmod.
+static int acl_mode (const char *name) {
+  return strcmp(name, "system.posix_acl_access") == 0;
+}
+
+static int mode_as_chmod (const char *path) {
+  struct stat st;
+  if (fstatat(root_fd, rel_dot(path), &st, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+  mode_t mode = st.st_mode & 07777;
+  CHANGE(0, ("chmod", path, NULL, NULL, NULL, 0, "\"mode\":%u", (unsigned) mode), js.chmod(path, mode));
+}
+
+static int ap_setxattr_ (const char *path, const char *name, const char *value, size_t size, int flags) {
   if (hidden_from_caller(name)) return -EPERM;
   char p[PATH_MAX];
   int err = full(p, sizeof(p), path);
   if (err) return err;
   if (lsetxattr(p, name, value, size, flags) < 0) return -errno;
+  if (acl_mode(name)) return mode_as_chmod(path);
   FORWARD(0, js.setxattr(path, name, value, size, flags));
 }
 
-static int ap_removexattr (const char *path, const char *name) {
+static int ap_removexattr_ (const char *path, const char *name) {
   if (hidden_from_caller(name)) return -EPERM;
   char p[PATH_MAX];
   int err = full(p, sizeof(p), path);
   if (err) return err;
   if (lremovexattr(p, name) < 0) return -errno;
+  if (acl_mode(name)) return mode_as_chmod(path);
   FORWARD(0, js.removexattr(path, name));
 }
 
 // Each change: its intent first, then the change.
+static int ap_setxattr (const char *path, const char *name, const char *value, size_t size, int flags) {
+  WITH_INTENT(acl_mode(name) ? path : NULL, NULL, ap_setxattr_(path, name, value, size, flags));
+}
+
+static int ap_removexattr (const char *path, const char *name) {
+  WITH_INTENT(acl_mode(name) ? path : NULL, NULL, ap_removexattr_(path, name));
+}
+
 static int ap_open (const char *path, struct fuse_file_info *fi) {
   const char *a = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY ? path : NULL;
   WITH_INTENT(a, NULL, ap_open_(path, fi));

@@ -447,6 +447,28 @@ t.test('churn without links or held files, async mode', async t => {
   await churn(t, 'async', 778, PLAIN)
 })
 
+// coreutils' cp -a (and install) set a copy's mode through its access ACL (a setxattr of
+// system.posix_acl_access), not with chmod: the replicas must get that mode all the same.
+for (const mode of ['sync', 'async'] as const) {
+  t.test(`cp -a: modes set through the access ACL reach the replicas, ${mode} mode`, async t => {
+    const r = await rig(t, mode)
+    const tree = join(r.dir, 'tree')
+    mkdirSync(join(tree, 'd'), { recursive: true })
+    writeFileSync(join(tree, 'a.html'), 'a')
+    writeFileSync(join(tree, 'd', 'run.cgi'), 'b')
+    writeFileSync(join(tree, 'd', 'secret'), 'c')
+    chmodSync(join(tree, 'a.html'), 0o644)
+    chmodSync(join(tree, 'd', 'run.cgi'), 0o755)
+    chmodSync(join(tree, 'd', 'secret'), 0o600)
+    chmodSync(join(tree, 'd'), 0o2750)
+    await run('cp', ['-a', tree, r.mnt])
+    if (mode === 'async') await run(process.execPath, [join(__dirname, '..', '..', 'dist', 'src', 'cli.js'), 'wait', '--state-dir', join(r.dir, 'state'), '--timeout', '30'])
+    const modes = (root: string) => ['tree', 'tree/a.html', 'tree/d', 'tree/d/run.cgi', 'tree/d/secret'].map(p => (lstatSync(join(root, p)).mode & 0o7777).toString(8))
+    t.same(modes(r.source), ['755', '644', '2750', '755', '600'], 'the source has the modes cp gave')
+    for (const [label, dir] of r.replicas) t.same(modes(dir), modes(r.source), `the ${label} has them too`)
+  })
+}
+
 /** Polls `file` until `until` resolves; every sighting of it is recorded as [size, sha256]. */
 async function watch (file: string, until: Promise<unknown>): Promise<{ polls: number, seen: Array<[number, string]>, tempSeen: number }> {
   let done = false
