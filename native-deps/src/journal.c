@@ -219,7 +219,8 @@ static void free_rec (napi_env env, void *data, void *hint) {
 }
 
 // take(next): [...records appended since the last take (Buffers, in seq order), seq], where
-// seq is a fresh one for JS's own change when `next`, else the last handed out.
+// seq is a fresh one for JS's own change when `next`, else the last handed out. When it
+// returns records, JS must call it again soon (it is not woken until a call finds none).
 static napi_value take (napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -230,7 +231,9 @@ static napi_value take (napi_env env, napi_callback_info info) {
   struct rec *list = head;
   head = NULL;
   tail = &head;
-  woken = 0;
+  // JS took some: it comes back for more on its own (the next turn of its loop), so a burst
+  // of changes does not wake it once per change. Found none: the next change wakes it.
+  woken = list != NULL;
   uint64_t s = next ? ++seq : seq;
   pthread_mutex_unlock(&mu);
 

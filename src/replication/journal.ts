@@ -79,7 +79,11 @@ export function parseJournal (buf: Buffer): { records: JournalRecord[], validLen
 export interface SharedAppends {
   /** Appends go to `dir`/journal.log, seqs follow `seq`; `wake()` when records wait. */
   journal_start (dir: string, seq: number, wake: () => void): void
-  /** The records appended since the last call, in seq order, then a seq: a new one if `next`. */
+  /**
+   * The records appended since the last call, in seq order, then a seq: a new one if `next`.
+   * A call that returns records must be followed by another soon: `wake` is called again only
+   * after one found none.
+   */
   /** Appends one record of JS's own (a write(2) into the page cache, under their lock). */
   journal_append (record: Buffer): void
   journal_take (next: boolean): Array<Buffer | number>

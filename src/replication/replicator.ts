@@ -98,6 +98,9 @@ const RECORD_OVERHEAD = 128
 /** status: a replica this far behind (seconds) is shown as catching up. */
 const CATCHING_UP_SECONDS = 1
 
+/** How soon JS looks again for the mount's records after a look that found some. */
+const PULL_AGAIN_MS = 1
+
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
 
@@ -178,7 +181,23 @@ export class Replicator implements ReplicationHook {
     return t.seq
   }
 
+  /** A look for more of the mount's records is due shortly (they come in bursts). */
+  #pullDue = false
+
   #took (records: JournalRecord[], seq: number): void {
+    if (records.length > 0 && !this.#pullDue) {
+      // The mount does not wake us again until a look finds nothing: look again shortly (a
+      // burst is then taken in batches, rather than waking this thread once per change).
+      this.#pullDue = true
+      setTimeout(() => {
+        this.#pullDue = false
+        try {
+          this.#pull()
+        } catch (err) {
+          this.#o.log.error('journal', 'cannot take the writes the mount journaled', err)
+        }
+      }, PULL_AGAIN_MS)
+    }
     for (const r of records) {
       const rec: Rec = { seq: r.seq, at: Date.now(), m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null }
       for (const link of this.#links) this.#enqueue(link, rec)
