@@ -92,6 +92,18 @@ static size_t json_bytes (unsigned char *out, const char *s) {
 // written (and the data's checksum taken) before the mutex.
 #define SEQ_WIDTH 20
 
+// Writes all of `len` bytes to the journal (the caller holds the mutex): 0 or an errno.
+static int write_all (const void *data, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = write(fd, (const char *) data + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    done += (size_t) w;
+  }
+  return 0;
+}
+
 // The JSON of a path or other byte string, or null.
 static size_t json_or_null (unsigned char *out, const char *s) {
   if (s != NULL) return json_bytes(out, s);
@@ -150,17 +162,7 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   unsigned long crc = crc32(0, b + 4, (unsigned int) (8 + hl));
   if (n > 0) crc = crc32_combine(crc, data_crc, (long) n);
   put_u32(b, (uint32_t) crc);
-  int res = 0;
-  size_t done = 0;
-  while (done < r->len) {
-    ssize_t w = write(fd, b + done, r->len - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      res = -EIO;
-      break;
-    }
-    done += (size_t) w;
-  }
+  int res = write_all(b, r->len) == 0 ? 0 : -EIO;
   // Queued for the replicas even when the file refused it (the call answers EIO), as JS
   // does with a change its journal could not take.
   r->next = NULL;
@@ -178,6 +180,22 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
 
 #define THROW(msg) do { napi_throw_error(env, NULL, (msg)); return NULL; } while (0)
 #define CHECK(call) do { if ((call) != napi_ok) THROW("replicafs journal: " #call " failed"); } while (0)
+
+// An exception for JS: "replicafs journal: cannot <what>: <errno's text>".
+static napi_value throw_errno (napi_env env, const char *what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof(msg), "replicafs journal: cannot %s: %s", what, strerror(err));
+  napi_throw_error(env, NULL, msg);
+  return NULL;
+}
+
+// The one argument of a call, a number.
+static bool number_arg (napi_env env, napi_callback_info info, double *out) {
+  size_t argc = 1;
+  napi_value argv[1];
+  return napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 1 &&
+    napi_get_value_double(env, argv[0], out) == napi_ok;
+}
 
 static int open_current (void) {
   char path[PATH_MAX + 16];
@@ -203,7 +221,7 @@ static napi_value start (napi_env env, napi_callback_info info) {
     CHECK(napi_unref_threadsafe_function(env, wake));
   }
   int f = open_current();
-  if (f < 0) THROW("replicafs journal: cannot open journal.log");
+  if (f < 0) return throw_errno(env, "open journal.log", errno);
   pthread_mutex_lock(&mu);
   if (fd >= 0) close(fd);
   fd = f;
@@ -262,33 +280,17 @@ static napi_value append (napi_env env, napi_callback_info info) {
   size_t len;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
-  int err = 0;
-  size_t done = 0;
   pthread_mutex_lock(&mu);
-  if (fd < 0) err = EBADF;
-  while (err == 0 && done < len) {
-    ssize_t w = write(fd, (const char *) data + done, len - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) err = w < 0 ? errno : EIO;
-    else done += (size_t) w;
-  }
+  int err = fd < 0 ? EBADF : write_all(data, len);
   pthread_mutex_unlock(&mu);
-  if (err != 0) {
-    char msg[128];
-    snprintf(msg, sizeof(msg), "replicafs journal: cannot append to journal.log: %s", strerror(err));
-    THROW(msg);
-  }
-  return NULL;
+  return err != 0 ? throw_errno(env, "append to journal.log", err) : NULL;
 }
 
 // seal(floor): journal.log becomes journal-<last>.log, last = max(the last seq handed out,
 // floor); a new journal.log takes the appends. Returns last, or throws.
 static napi_value seal (napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   double floor;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  CHECK(napi_get_value_double(env, argv[0], &floor));
+  if (!number_arg(env, info, &floor)) THROW("replicafs journal: seal(floor) takes a number");
   char from[PATH_MAX + 16], to[PATH_MAX + 48];
   snprintf(from, sizeof(from), "%s/journal.log", dir);
   pthread_mutex_lock(&mu);
@@ -302,11 +304,7 @@ static napi_value seal (napi_env env, napi_callback_info info) {
     fd = f;
   }
   pthread_mutex_unlock(&mu);
-  if (err != 0) {
-    char msg[128];
-    snprintf(msg, sizeof(msg), "replicafs journal: cannot seal journal.log: %s", strerror(err));
-    THROW(msg);
-  }
+  if (err != 0) return throw_errno(env, "seal journal.log", err);
   napi_value v;
   CHECK(napi_create_double(env, (double) last, &v));
   return v;
@@ -315,11 +313,8 @@ static napi_value seal (napi_env env, napi_callback_info info) {
 // cut(seq): journal.log is cut to zero if no seq was handed out after `seq` (JS has seen
 // every record in it); returns whether it was.
 static napi_value cut (napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   double s;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  CHECK(napi_get_value_double(env, argv[0], &s));
+  if (!number_arg(env, info, &s)) THROW("replicafs journal: cut(seq) takes a number");
   pthread_mutex_lock(&mu);
   bool ok = fd >= 0 && seq == (uint64_t) s && ftruncate(fd, 0) == 0;
   pthread_mutex_unlock(&mu);
