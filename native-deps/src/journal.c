@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdarg.h>
 #include <node_api.h>
@@ -92,13 +93,22 @@ static size_t json_bytes (unsigned char *out, const char *s) {
 // written (and the data's checksum taken) before the mutex.
 #define SEQ_WIDTH 20
 
-// Writes all of `len` bytes to the journal (the caller holds the mutex): 0 or an errno.
+// Writes all of `len` bytes to the journal (the caller holds the mutex): 0 or an errno. A
+// record written in part (a full disk) is cut off again: a torn record in the middle would
+// end the journal at the next start, and every record after it with it.
 static int write_all (const void *data, size_t len) {
   size_t done = 0;
   while (done < len) {
     ssize_t w = write(fd, (const char *) data + done, len - done);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return w < 0 ? errno : EIO;
+    if (w <= 0) {
+      int err = w < 0 ? errno : EIO;
+      struct stat st;
+      if (done > 0 && fstat(fd, &st) == 0 && st.st_size >= (off_t) done) {
+        if (ftruncate(fd, st.st_size - (off_t) done) < 0) {}
+      }
+      return err;
+    }
     done += (size_t) w;
   }
   return 0;
@@ -113,11 +123,14 @@ static size_t json_or_null (unsigned char *out, const char *s) {
 
 int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...) {
   struct fuse_context *c = fuse_get_context();
-  size_t l1 = path == NULL ? 4 : strnlen(path, PATH_MAX);
-  size_t l2 = str2 == NULL ? 4 : strnlen(str2, PATH_MAX);
+  // Not capped at PATH_MAX: libfuse hands fd-based calls the path it built, which renames of
+  // a parent can make longer than any path a syscall takes.
+  size_t l1 = path == NULL ? 4 : strlen(path);
+  size_t l2 = str2 == NULL ? 4 : strlen(str2);
   size_t hmax = 320 + 6 * (l1 + l2) + SEQ_WIDTH;
   struct rec *r = malloc(sizeof(struct rec) + 12 + hmax + n);
-  if (r == NULL) return -ENOMEM;
+  // JS takes the change instead (it allocates on its own heap).
+  if (r == NULL) return 1;
   unsigned char *b = r->bytes;
   unsigned char *h = b + 12;
   size_t hl = (size_t) sprintf((char *) h, "{\"m\":{\"op\":\"%s\",\"path\":", op);
@@ -134,7 +147,7 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
     va_end(ap);
     if (k < 0 || k >= 200) {
       free(r);
-      return -EIO;
+      return 1;
     }
     hl += (size_t) k;
   }
@@ -296,9 +309,14 @@ static napi_value seal (napi_env env, napi_callback_info info) {
   pthread_mutex_lock(&mu);
   uint64_t last = seq > (uint64_t) floor ? seq : (uint64_t) floor;
   snprintf(to, sizeof(to), "%s/journal-%" PRIu64 ".log", dir, last);
-  int err = rename(from, to) < 0 ? errno : 0;
+  int err = fd < 0 ? EBADF : rename(from, to) < 0 ? errno : 0;
   int f = err == 0 ? open_current() : -1;
-  if (err == 0 && f < 0) err = errno;
+  if (err == 0 && f < 0) {
+    // No new file (out of fds or inodes): the old one keeps its name and the appends, rather
+    // than holding records later than the name it was given.
+    err = errno;
+    if (rename(to, from) < 0) {}
+  }
   if (f >= 0) {
     close(fd);
     fd = f;

@@ -343,6 +343,13 @@ static int give_to_caller (int fd, const char *path) {
   return 0;
 }
 
+// A create or truncating open whose record the journal file refused answers EIO, and the
+// kernel sends no release for it: the replicas get one anyway (queued, as the record was), so
+// that they publish the file the source keeps.
+static void orphaned (const char *path, int fd) {
+  if (rfs_journal_record("release", path, NULL, NULL, NULL, 0, "\"fh\":%d,\"mtime\":0,\"atime\":0", fd) != 0) {}
+}
+
 static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   int fd = openat(root_fd, rel_dot(path), fi->flags | O_CLOEXEC);
   if (fd < 0) return -errno;
@@ -354,7 +361,10 @@ static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   struct stat st;
   uint32_t links = fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1;
   int res = 1;
-  if (rfs_journal_on()) res = rfs_journal_record("open-truncate", path, NULL, NULL, NULL, 0, "\"fh\":%d,\"links\":%" PRIu32, fd, links);
+  if (rfs_journal_on()) {
+    res = rfs_journal_record("open-truncate", path, NULL, NULL, NULL, 0, "\"fh\":%d,\"links\":%" PRIu32, fd, links);
+    if (res < 0) orphaned(path, fd);
+  }
   if (res == 1) {
     rfs_set_extra(links, 0);
     rfs_set_result(fd);
@@ -390,7 +400,10 @@ static int ap_create_ (const char *path, mode_t mode, struct fuse_file_info *fi)
   fi->fh = (uint64_t) fd;
   if (!replicating) return 0;
   int res = 1;
-  if (rfs_journal_on()) res = rfs_journal_record("create", path, NULL, NULL, NULL, 0, "\"mode\":%u,\"flags\":%d,\"fh\":%d", (unsigned) mode, fi->flags, fd);
+  if (rfs_journal_on()) {
+    res = rfs_journal_record("create", path, NULL, NULL, NULL, 0, "\"mode\":%u,\"flags\":%d,\"fh\":%d", (unsigned) mode, fi->flags, fd);
+    if (res < 0) orphaned(path, fd);
+  }
   if (res == 1) {
     rfs_set_result(fd);
     res = js.create(path, mode, fi);

@@ -7,6 +7,8 @@ import { confine, ReplicaError, type RemoteHandle, type RemoteStat, type Replica
 
 /** `file:///abs/path`: a directory on this machine (a second disk, an NFS mount). */
 export class FileReplica implements Replica {
+  /** Calls run on libuv's thread pool, several at once: not in the order sent. */
+  readonly ordered = false
   readonly url: string
   readonly #root: string
 

@@ -10,6 +10,11 @@
  */
 export interface Replica {
   readonly url: string
+  /**
+   * Calls sent before the answers to earlier ones are applied in the order sent (an SFTP
+   * server answers a channel's requests in turn): a run of writes may then be pipelined.
+   */
+  readonly ordered: boolean
   /** Connects (or reconnects). Rejects with a ReplicaError; `permanent` ones need a human. */
   connect (): Promise<void>
   close (): Promise<void>

@@ -107,6 +107,8 @@ function shellQuote (s: string): string {
 
 export class SftpReplica implements Replica {
   readonly url: string
+  /** Every call on a handle, and every call by path, goes over one channel, answered in turn. */
+  readonly ordered = true
   readonly #o: SftpOptions
   readonly #root: string
   #client: Client | null = null

@@ -80,6 +80,8 @@ export class Applier {
   readonly #o: ApplierOptions
   readonly #open = new Map<number, OpenFile>()
   readonly #handles: LRUCache<number, Promise<RemoteHandle>>
+  /** The handles of #handles whose open has answered: a write to one can go out at once. */
+  readonly #ready = new Map<number, RemoteHandle>()
   /** While a journal replay runs: paths written through descriptors opened before it. */
   #orphans: Set<string> | null = null
 
@@ -88,7 +90,8 @@ export class Applier {
     this.#o = o
     this.#handles = new LRUCache({
       max: MAX_HANDLES,
-      dispose: (h, _fh, reason) => {
+      dispose: (h, fh, reason) => {
+        this.#ready.delete(fh)
         if (reason === 'evict') h.then(x => this.#r.closeHandle(x)).catch(() => {})
       },
     })
@@ -213,10 +216,27 @@ export class Applier {
   /** A handle being opened for `fh`; forgotten if the open fails, so a later write retries. */
   #remember (fh: number, opening: Promise<RemoteHandle>): Promise<RemoteHandle> {
     this.#handles.set(fh, opening)
-    opening.catch(() => {
+    opening.then(h => {
+      if (this.#handles.peek(fh) === opening) this.#ready.set(fh, h)
+    }, () => {
       if (this.#handles.get(fh) === opening) this.#handles.delete(fh)
     })
     return opening
+  }
+
+  /**
+   * A write whose file has an open handle here already: sent at once, without waiting for
+   * the changes before it to be answered (the replica applies calls in the order sent), so a
+   * run of writes is pipelined. null where it cannot go out at once (no handle yet, or a
+   * replica that does not keep the order): `apply` it, in turn, instead.
+   */
+  writeNow (m: Extract<Mutation, { op: 'write' }>): Promise<void> | null {
+    if (!this.#r.ordered) return null
+    const h = this.#handles.get(m.fh) === undefined ? undefined : this.#ready.get(m.fh)
+    if (h === undefined) return null
+    const f = this.#open.get(m.fh)
+    if (f !== undefined) f.dirty = true
+    return this.#r.write(h, m.offset, m.data)
   }
 
   #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {

@@ -196,14 +196,16 @@ export class Journal {
    * From now on the mount's threads append writes too (async mode), and hand out the seqs
    * after `seq`; `wake()` is called when their records wait to be taken.
    */
-  share (shared: SharedAppends, seq: number, wake: () => void, log: Logger): void {
+  async share (shared: SharedAppends, seq: number, wake: () => void, log: Logger): Promise<void> {
+    // A seal of JS's own in flight must be done first: the mount's appends go to journal.log.
+    await this.#flushing
     shared.journal_start(Buffer.from(this.#dir, 'utf8').toString('latin1'), seq, wake)
     this.#shared = shared
     this.#log = log
   }
 
   /**
-   * The writes the mount's threads appended since the last call, in seq order (their data is
+   * The changes the mount's threads appended since the last call, in seq order (their data is
    * no copy), and a seq: a fresh one for a change of JS's own when `next`, else the last
    * handed out. null when appends are not shared.
    */
@@ -214,8 +216,13 @@ export class Journal {
     const seq = out.pop() as number
     const records: JournalRecord[] = []
     for (const b of out as Buffer[]) {
-      records.push(decode(b.subarray(HEAD), false))
       this.#size += b.length
+      try {
+        records.push(decode(b.subarray(HEAD), false))
+      } catch (err) {
+        // Not one of ours (a bug): said, and the rest of the batch still goes.
+        this.#log?.error('journal', 'a record the mount appended cannot be read', err)
+      }
     }
     if (seq > this.#last) this.#last = seq
     if (this.#size >= this.#segmentBytes) void this.#flush().catch(err => this.#log?.error('journal', 'cannot seal journal.log', err))
@@ -224,7 +231,11 @@ export class Journal {
 
   /** Resolves once the record is in the file (SIGKILL-safe; not fsynced). */
   append (seq: number, m: Mutation): Promise<void> {
-    return this.record(seq, m) ?? Promise.resolve()
+    try {
+      return this.record(seq, m) ?? Promise.resolve()
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
   /**
@@ -350,9 +361,9 @@ export class Journal {
   }
 
   async close (): Promise<void> {
+    await this.#flushing
     // The mount is gone: no more appends from its threads.
     this.#shared?.journal_stop()
-    await this.#flushing
     await Promise.all(this.#syncing)
     for (const fd of this.#cursorFds.values()) closeSync(fd)
     this.#cursorFds.clear()

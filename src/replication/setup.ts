@@ -78,10 +78,10 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   // --exclude patterns: the generation mark, excluded always, never changes through the mount
   // (local.c refuses every call on its name), so without them no change needs a look.
   let hook: ReplicationHook = excludes.any ? new ExcludingHook(replicator, excludes, sourceBytes) : replicator
-  // Async mode: each write is journaled by the mount's own thread, and answers with no trip
-  // into JS (native-deps/src/journal.c). Where the exclude filter must see every change, writes
-  // go through JS as the other changes do.
-  if (c.mode === 'async' && !excludes.any) replicator.shareWrites(native())
+  // Async mode: each change is journaled by the mount's own thread that applied it, and
+  // answers with no trip into JS (native-deps/src/journal.c). Where the exclude filter must see
+  // every change, they all go through JS, as in sync mode.
+  if (c.mode === 'async' && !excludes.any) await replicator.journalInMount(native())
   if (metrics !== null) hook = metrics.timed(hook)
   return { replicator, control, metrics, hook }
 }

@@ -2,7 +2,7 @@
 // lsyncd, in the same run. Three backups, each its own network namespace with sshd and nginx
 // (test/helpers/hosts.ts): one for replicafs in sync mode, one for replicafs in async mode,
 // one for lsyncd (Debian's package: rsync over ssh, delay = 0, the smallest it accepts). Each
-// master has its own vsftpd; curl uploads.
+// master has its own vsftpd; curl uploads (Python's ftplib for the 1,000-upload session).
 //
 // Lag: from curl's return (the FTP server said the upload is complete) until the backup's
 // nginx serves the whole file (polled with HEAD, about every millisecond), for small and large
@@ -139,6 +139,39 @@ async function lag (side: Side, i: number, bytes: number, data: Buffer): Promise
   }
 }
 
+/**
+ * Uploads `pairs` ([local file, FTP path]) in one FTP session, with Python's ftplib: curl
+ * 7.88 (Debian 12's) given many URLs now and then leaves a passive data connection alone for
+ * its one-second timer ("ftp_perform ends with SECONDARY" in its trace, then 1 s of nothing),
+ * more often the sooner the server answers; a thousand uploads took up to 60 s that way.
+ */
+async function uploadSession (ftp: Ftp, pairs: Array<[string, string]>): Promise<void> {
+  const script = [
+    'import ftplib, json, sys',
+    'port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]',
+    'pairs = json.load(sys.stdin)',
+    'f = ftplib.FTP()',
+    "f.connect('127.0.0.1', port, timeout=600)",
+    'f.login(user, password)',
+    'made = set()',
+    'for local, path in pairs:',
+    "    d = path.rsplit('/', 1)[0]",
+    '    if d and d not in made:',
+    '        try:',
+    '            f.mkd(d)',
+    '        except ftplib.error_perm:',
+    '            pass',
+    '        made.add(d)',
+    "    with open(local, 'rb') as src:",
+    "        f.storbinary('STOR ' + path, src)",
+    'f.quit()',
+  ].join('\n')
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile('python3', ['-c', script, String(ftp.port), FTP_USER, FTP_PASS], { maxBuffer: 1 << 20, timeout: 600_000 }, err => err ? reject(err) : resolve())
+    child.stdin?.end(JSON.stringify(pairs))
+  })
+}
+
 /** UPLOADS small files in one FTP session: ms from its start until the backup holds them all. */
 async function converge (side: Side): Promise<{ upload: number, converged: number }> {
   const dir = join(side.local, 'many')
@@ -152,7 +185,7 @@ async function converge (side: Side): Promise<{ upload: number, converged: numbe
     pairs.push([join(dir, `u${i}`), `/many/u${i}.html`])
   }
   const t0 = performance.now()
-  await execFileP('curl', curlArgs(side.ftp, pairs), { maxBuffer: 1 << 20 })
+  await uploadSession(side.ftp, pairs)
   const upload = performance.now() - t0
   const target = join(side.backup.root, 'many')
   for (;;) {
@@ -218,7 +251,7 @@ async function main (): Promise<number> {
   process.stdout.write([
     `lag: from curl's return (226 Transfer complete) until the backup's nginx serves the whole file (HEAD: its full Content-Length), polled about every 1 ms;`,
     `sync mode's lag is the first poll's round trip: the backup had the file before the FTP server answered.`,
-    `three backups, each its own network namespace (veth, 198.18.0.0/15) with OpenSSH sshd and nginx; vsftpd per master on 127.0.0.1; curl as the FTP client.`,
+    `three backups, each its own network namespace (veth, 198.18.0.0/15) with OpenSSH sshd and nginx; vsftpd per master on 127.0.0.1; curl as the FTP client (one upload per curl), Python's ftplib for the session of ${UPLOADS} uploads (curl 7.88 stalls 1 s on some of a long session's data connections).`,
     `lsyncd: default.rsync, delay = 0, rsync -a over ssh -c aes128-gcm@openssh.com.`,
     `${release()}, ${cpus().length} CPUs; total runtime ${((Date.now() - T0) / 1000).toFixed(0)} s`,
     `reproduce: ${reproduceCommand(PROJECT, 'bench:e2e')}`,

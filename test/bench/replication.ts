@@ -6,7 +6,7 @@
 //            (seconds per measured step), BENCH_DEADLINE (minutes: no step starts after it),
 //            BENCH_DIR (parent of the work dir), BENCH_SECTIONS (e.g. 4, or 1,2: only those).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs'
+import { closeSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { CLI, cleanupDir, isMounted, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
@@ -42,12 +42,12 @@ const T0 = Date.now()
 // --- samples, errors, notes -------------------------------------------------------------------
 
 type Key =
-  | 'seq.norep' | 'seq.sync' | 'seq.async.local' | 'seq.async.conv' | 'seq.sftp'
+  | 'seq.norep' | 'seq.sync' | 'seq.async.local' | 'seq.async.conv' | 'seq.sftp' | 'seq.serial'
   | 'tree.sync' | 'tree.async.conv' | 'tree.async.cp' | 'tree.rsync' | 'tree.lsyncd.conv' | 'tree.lsyncd.cp'
   | 'rec.first' | 'rec.again' | 'rec.rsync.first' | 'rec.rsync.again'
 interface Sample { rep: number, ms: number, load1: number, cpuBusyPct?: number }
 const samples: Record<Key, Sample[]> = {
-  'seq.norep': [], 'seq.sync': [], 'seq.async.local': [], 'seq.async.conv': [], 'seq.sftp': [],
+  'seq.norep': [], 'seq.sync': [], 'seq.async.local': [], 'seq.async.conv': [], 'seq.sftp': [], 'seq.serial': [],
   'tree.sync': [], 'tree.async.conv': [], 'tree.async.cp': [], 'tree.rsync': [], 'tree.lsyncd.conv': [], 'tree.lsyncd.cp': [],
   'rec.first': [], 'rec.again': [], 'rec.rsync.first': [], 'rec.rsync.again': [],
 }
@@ -374,6 +374,44 @@ async function seqSftp (rep: number, input: string, bytes: number): Promise<void
   })
 }
 
+/**
+ * The ceiling of a sync write: replicafs's own SFTP client (ssh2, through src/replica/sftp.ts)
+ * writing the file to the same sshd in 128 KiB writes, each one waited for before the next is
+ * sent, as each write(2) through a sync mount waits for the replica (the kernel hands a FUSE
+ * daemon one 128 KiB write of a writer at a time). No FUSE, no source, no journal.
+ */
+async function seqSerial (rep: number, input: string, bytes: number): Promise<void> {
+  await step('seq.serial', rep, async () => {
+    const s = sshd!
+    const dir = join(work, `serial-${++seq}`)
+    mkdirSync(dir)
+    const { SftpReplica } = await import('../../src/replica/sftp')
+    const { silentLogger } = await import('../../src/log')
+    const r = new SftpReplica({ url: `sftp://${s.user}@${s.host}:${s.port}${dir}`, user: s.user, host: s.host, port: s.port, root: dir, identities: [s.identity], knownHosts: s.knownHosts, timeoutMs: 10_000, log: silentLogger })
+    const fd = openSync(input, 'r')
+    try {
+      await warm([input])
+      await r.connect()
+      const buf = Buffer.allocUnsafe(BLOCK)
+      const cpu0 = cpuTimes()
+      const t0 = nowMs()
+      const h = await r.openWrite('/seq.bin', true, true, 0o644)
+      for (let at = 0; at < bytes; at += BLOCK) {
+        const n = readSync(fd, buf, 0, BLOCK, at)
+        await r.write(h, at, buf.subarray(0, n))
+      }
+      await r.closeHandle(h)
+      const ms = nowMs() - t0
+      record('seq.serial', rep, ms, cpu0, ` ${fmt(bytes / 1e3 / ms)} MB/s`)
+      if (fileSize(join(dir, 'seq.bin')) !== bytes) throw new Error(`the serial writes left ${fileSize(join(dir, 'seq.bin'))} bytes, expected ${bytes}`)
+    } finally {
+      closeSync(fd)
+      await r.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+}
+
 function sftpArgs (s: Sshd, batch: string): string[] {
   return ['-b', batch, '-i', s.identity, '-o', `UserKnownHostsFile=${s.knownHosts}`, '-o', 'StrictHostKeyChecking=yes',
     '-c', CIPHER, '-P', String(s.port), `${s.user}@${s.host}`]
@@ -613,6 +651,7 @@ async function main (): Promise<number> {
     const order: Array<() => Promise<void>> = [
       () => seqRfs(null, rep, input, bytes), () => seqRfs('sync', rep, input, bytes),
       () => seqRfs('async', rep, input, bytes), () => seqSftp(rep, input, bytes),
+      () => seqSerial(rep, input, bytes),
     ]
     for (let i = 0; i < order.length; i++) await order[(i + rep - 1) % order.length]!()
   }
@@ -657,6 +696,7 @@ async function main (): Promise<number> {
   const asyncVsNorep = ratio(mbps(med('seq.async.local')), mbps(med('seq.norep')))
   const convVsSftp = ratio(mbps(med('seq.async.conv')), mbps(med('seq.sftp')))
   const syncVsSftp = ratio(mbps(med('seq.sync')), mbps(med('seq.sftp')))
+  const serialVsSftp = ratio(mbps(med('seq.serial')), mbps(med('seq.sftp')))
   const treeSyncVsRsync = ratio(med('tree.sync'), med('tree.rsync'))
   const treeAsyncVsLsyncd = ratio(med('tree.async.conv'), med('tree.lsyncd.conv'))
   const treeCpVs = ratio(med('tree.async.cp'), med('tree.lsyncd.cp'))
@@ -672,6 +712,7 @@ async function main (): Promise<number> {
     ['1 seq write, async: local write (dd returns)', mbpsCell('seq.async.local'), `no-replica mount ${mbpsCell('seq.norep')}`, fmtRatio(asyncVsNorep), '>= 0.9x', met(asyncVsNorep, x => x >= 0.9)],
     ['1 seq write, async: replica has the whole file (from dd start)', mbpsCell('seq.async.conv'), `sftp put ${mbpsCell('seq.sftp')}`, fmtRatio(convVsSftp), '-', '-'],
     ['1 seq write, sync (dd returns)', mbpsCell('seq.sync'), `sftp put ${mbpsCell('seq.sftp')}`, fmtRatio(syncVsSftp), '>= 0.5x', met(syncVsSftp, x => x >= 0.5)],
+    ['1 seq write, ssh2 one 128 KiB write at a time, no FUSE (the ceiling of a sync write, info)', mbpsCell('seq.serial'), `sftp put ${mbpsCell('seq.sftp')}`, fmtRatio(serialVsSftp), '-', '-'],
     [`2 tree ${ts.files.toLocaleString('en-US')} files, sync: cp -a returns`, treeCell('tree.sync'), `rsync -a over ssh ${treeCell('tree.rsync')}`, fmtRatio(treeSyncVsRsync), '<= 1.5x (time)', met(treeSyncVsRsync, x => x <= 1.5)],
     ['2 tree, async: replica converged (from cp start)', treeCell('tree.async.conv'), `lsyncd converged ${treeCell('tree.lsyncd.conv')}`, fmtRatio(treeAsyncVsLsyncd), '<= 0.5x (time)', met(treeAsyncVsLsyncd, x => x <= 0.5)],
     ['2 tree, async: cp -a returns (info)', treeCell('tree.async.cp'), `cp -a into lsyncd's dir ${treeCell('tree.lsyncd.cp')}`, fmtRatio(treeCpVs), '-', '-'],
@@ -690,6 +731,7 @@ async function main (): Promise<number> {
     `  replicafs: node dist/src/cli.js mount SRC MNT --replica sftp://root@127.0.0.1:PORT/REPLICA --identity KEY --known-hosts KNOWN_HOSTS --mode sync|async --state-dir STATE  (no --replica for the plain mount)`,
     `  dd if=INPUT of=MNT/seq.bin bs=${BLOCK} conv=fsync     (INPUT: ${seqLabel} from /dev/urandom, in the page cache)`,
     `  sftp ${sftpArgs(s, 'BATCH').join(' ')}     (BATCH: put INPUT /DEST/seq.bin)`,
+    '  one write at a time: src/replica/sftp.ts (ssh2) to the same sshd, 128 KiB writes of INPUT, each awaited before the next',
     `  cp -a TREE MNT/ ;  cp -a TREE WATCH/ (lsyncd)`,
     `  rsync ${rsyncArgs(s, 'TREE', '/DEST').map(a => a.includes(' ') ? JSON.stringify(a) : a).join(' ')}`,
     `  lsyncd -nodaemon CONF   (CONF: sync { default.rsync, source = WATCH, target = "root@127.0.0.1:TARGET/", delay = 0, rsync = { archive = true, rsh = "${sshCmd(s).join(' ')}" } })`,
