@@ -12,7 +12,8 @@ export interface Replica {
   readonly url: string
   /**
    * Calls sent before the answers to earlier ones are applied in the order sent (an SFTP
-   * server answers a channel's requests in turn): a run of writes may then be pipelined.
+   * server answers a channel's requests in turn), and write and closeHandle are one request
+   * each, sent before they return: a run of them may then be pipelined (Applier.now).
    */
   readonly ordered: boolean
   /** Connects (or reconnects). Rejects with a ReplicaError; `permanent` ones need a human. */

@@ -225,18 +225,45 @@ export class Applier {
   }
 
   /**
-   * A write whose file has an open handle here already: sent at once, without waiting for
-   * the changes before it to be answered (the replica applies calls in the order sent), so a
-   * run of writes is pipelined. null where it cannot go out at once (no handle yet, or a
-   * replica that does not keep the order): `apply` it, in turn, instead.
+   * A change that is one request to the replica, sent at once, without waiting for the
+   * changes before it to be answered (the replica applies calls in the order sent), so that a
+   * run of them is pipelined: a write or the release of a file with nothing left to publish
+   * or set (the close of its handle), on a handle open here already. Both are safe to repeat
+   * after a failure of a change sent before them. null where it cannot go out at once (no
+   * handle yet, more than one request, or a replica that does not keep the order): `apply`
+   * it, in turn, instead.
    */
-  writeNow (m: Extract<Mutation, { op: 'write' }>): Promise<void> | null {
+  now (m: Mutation): Promise<void> | null {
     if (!this.#r.ordered) return null
-    const h = this.#handles.get(m.fh) === undefined ? undefined : this.#ready.get(m.fh)
-    if (h === undefined) return null
-    const f = this.#open.get(m.fh)
-    if (f !== undefined) f.dirty = true
-    return this.#r.write(h, m.offset, m.data)
+    try {
+      return this.#now(m)
+    } catch (err) {
+      // A name the replica cannot carry, say: a failure of the change, as apply's would be.
+      return Promise.reject(err)
+    }
+  }
+
+  #now (m: Mutation): Promise<void> | null {
+    switch (m.op) {
+      case 'write':
+      case 'release': {
+        const h = this.#handles.get(m.fh) === undefined ? undefined : this.#ready.get(m.fh)
+        if (h === undefined) return null
+        const f = this.#open.get(m.fh)
+        if (m.op === 'write') {
+          if (f !== undefined) f.dirty = true
+          return this.#r.write(h, m.offset, m.data)
+        }
+        if (f === undefined || f.temp !== null || (f.dirty && f.path !== null && m.mtime > 0)) return null
+        // Forgotten now, as apply forgets it once closed: the server drops the handle anyway if
+        // the connection is lost first, and any other failure gets the path resynced.
+        this.#handles.delete(m.fh)
+        this.#open.delete(m.fh)
+        return this.#r.closeHandle(h)
+      }
+      default:
+        return null
+    }
   }
 
   #handleFor (fh: number, path: string | null): Promise<RemoteHandle> | null {

@@ -67,7 +67,7 @@ class Link {
   state: LinkState = 'in sync'
   connected = true
   running = false
-  /** Writes sent and not answered yet: the first this many of the queue (never compacted). */
+  /** Changes sent and not answered yet: the first this many of the queue (never compacted). */
   inFlight = 0
   appliedSeq = 0
   backoffMs = 0
@@ -100,7 +100,7 @@ const RECORD_OVERHEAD = 128
 /** status: a replica this far behind (seconds) is shown as catching up. */
 const CATCHING_UP_SECONDS = 1
 
-/** Writes a link sends ahead of the answers, and their bytes (sftp's own put: 64 of 32 KiB). */
+/** Changes a link sends ahead of the answers, and their bytes (sftp's own put: 64 of 32 KiB). */
 const PIPELINE = 16
 const PIPELINE_BYTES = 2 * 1024 * 1024
 
@@ -405,12 +405,10 @@ export class Replicator implements ReplicationHook {
           this.#passed(link, rec)
           continue
         }
-        if (rec.m.op === 'write') {
-          const sent = link.applier.writeNow(rec.m)
-          if (sent !== null) {
-            await this.#writes(link, sent)
-            continue
-          }
+        const sent = link.applier.now(rec.m)
+        if (sent !== null) {
+          await this.#pipelined(link, sent)
+          continue
         }
         try {
           await link.applier.apply(rec.m)
@@ -438,19 +436,32 @@ export class Replicator implements ReplicationHook {
   }
 
   /**
-   * A run of writes to files open on the replica, the head's (`first`) already sent: the
+   * A run of changes that are one request each on files open on the replica (writes, and
+   * the closes of released files; see Applier.now), the head's (`first`) already sent: the
    * ones queued behind it go out too without waiting for each answer (up to a bound), and
-   * more as the first are answered, in order. A failure stops the run: the others sent are
-   * let settle, and come round again (a write is safe to repeat).
+   * more as the first are answered, in order. The first change that is not one such request
+   * is started too (its requests follow in the channel), and ends the run: nothing goes out
+   * after it until it is done, as its later requests wait for its earlier answers. A refusal
+   * is handled as in #run, and the rest are counted by their own answers; a lost connection
+   * stops the run, and what was sent after it comes round again once reconnected (writes and
+   * closes are safe to repeat; the one other change is the last, as a single change in flight
+   * would be).
    */
-  async #writes (link: Link, first: Promise<void>): Promise<void> {
+  async #pipelined (link: Link, first: Promise<void>): Promise<void> {
     const sent = [first]
     let bytes = (link.queue[0] as Rec).bytes
+    let more = true
     try {
       while (sent.length > 0) {
-        for (let next = link.queue[sent.length]; next !== undefined && next.m.op === 'write' && sent.length < PIPELINE && bytes < PIPELINE_BYTES; next = link.queue[sent.length]) {
-          const p = link.applier.writeNow(next.m)
-          if (p === null) break
+        while (more && sent.length < PIPELINE && bytes < PIPELINE_BYTES) {
+          const next = link.queue[sent.length]
+          // Repairs, and the end of a replay, read the source: they run on their own.
+          if (next === undefined || next.m.op === 'resync' || next.m.op === 'finish-replay') break
+          let p = link.applier.now(next.m)
+          if (p === null) {
+            p = link.applier.apply(next.m)
+            more = false
+          }
           // Awaited in turn; not "unhandled" while an earlier one is awaited.
           p.catch(() => {})
           sent.push(p)
@@ -458,18 +469,32 @@ export class Replicator implements ReplicationHook {
         }
         link.inFlight = sent.length
         const rec = link.queue[0] as Rec
+        let failure: unknown = null
         try {
           await sent[0]
         } catch (err) {
-          await Promise.allSettled(sent.slice(1))
-          link.inFlight = 0
-          await this.#failed(link, rec, err)
-          return
+          failure = err ?? new Error('failed')
         }
         sent.shift()
         bytes -= rec.bytes
+        if (failure === null) {
+          link.inFlight = sent.length
+          this.#applied(link, rec)
+          continue
+        }
+        if (failure instanceof ReplicaError && failure.transient) {
+          // The connection is gone: what was sent after it comes round again after the
+          // reconnect (the writes and closes are safe to repeat; the one other change last).
+          await Promise.allSettled(sent)
+          link.inFlight = 0
+          await this.#failed(link, rec, failure)
+          return
+        }
+        // Refused: its path is resynced; the changes sent after it were applied or refused on
+        // their own, and are counted as their answers say, in order (never sent twice).
+        link.inFlight = sent.length + 1
+        await this.#failed(link, rec, failure)
         link.inFlight = sent.length
-        this.#applied(link, rec)
       }
     } finally {
       link.inFlight = 0
