@@ -155,7 +155,9 @@ async function uploadSession (ftp: Ftp, pairs: Array<[string, string]>): Promise
     'f.login(user, password)',
     'made = set()',
     'for local, path in pairs:',
-    "    d = path.rsplit('/', 1)[0]",
+    // Relative to the login directory, as curl's URL paths are.
+    "    path = path.lstrip('/')",
+    "    d = path.rsplit('/', 1)[0] if '/' in path else ''",
     '    if d and d not in made:',
     '        try:',
     '            f.mkd(d)',
