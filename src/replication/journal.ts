@@ -225,8 +225,13 @@ export class Journal {
       }
     }
     if (seq > this.#last) this.#last = seq
-    if (this.#size >= this.#segmentBytes) void this.#flush().catch(err => this.#log?.error('journal', 'cannot seal journal.log', err))
+    this.#sealIfFull()
     return { records, seq }
+  }
+
+  /** Shared appends grew journal.log past a segment: the flush loop seals it. */
+  #sealIfFull (): void {
+    if (this.#size >= this.#segmentBytes) void this.#flush().catch(err => this.#log?.error('journal', 'cannot seal journal.log', err))
   }
 
   /** Resolves once the record is in the file (SIGKILL-safe; not fsynced). */
@@ -250,7 +255,7 @@ export class Journal {
       const buf = encode(seq, m)
       shared.journal_append(buf)
       this.#size += buf.length
-      if (this.#size >= this.#segmentBytes) void this.#flush().catch(err => this.#log?.error('journal', 'cannot seal journal.log', err))
+      this.#sealIfFull()
       return undefined
     }
     this.#batch.push(encode(seq, m))

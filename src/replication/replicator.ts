@@ -164,19 +164,22 @@ export class Replicator implements ReplicationHook {
   journalInMount (shared: SharedAppends): Promise<void> {
     const journal = this.#o.journal
     if (this.#o.mode !== 'async' || journal === null) throw new TypeError('changes are journaled by the mount only in async mode, with a journal')
-    return journal.share(shared, this.#seq, () => {
-      try {
-        this.#pull()
-      } catch (err) {
-        this.#o.log.error('journal', 'cannot take the changes the mount journaled', err)
-      }
-    }, this.#o.log)
+    return journal.share(shared, this.#seq, () => this.#look(), this.#o.log)
   }
 
   /** The changes the mount journaled since the last look, queued for every link. */
   #pull (): void {
     const t = this.#o.journal?.take(false)
     if (t != null) this.#took(t.records, t.seq)
+  }
+
+  /** #pull, when the mount wakes us or a look is due: a failure is logged, not thrown. */
+  #look (): void {
+    try {
+      this.#pull()
+    } catch (err) {
+      this.#o.log.error('journal', 'cannot take the changes the mount journaled', err)
+    }
   }
 
   /** The seq of a new change (after the changes the mount journaled so far, queued first). */
@@ -197,11 +200,7 @@ export class Replicator implements ReplicationHook {
       this.#pullDue = true
       setTimeout(() => {
         this.#pullDue = false
-        try {
-          this.#pull()
-        } catch (err) {
-          this.#o.log.error('journal', 'cannot take the changes the mount journaled', err)
-        }
+        this.#look()
       }, PULL_AGAIN_MS)
     }
     for (const r of records) {
