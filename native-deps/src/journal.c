@@ -1,8 +1,10 @@
 // replicafs journal appends on libfuse's threads (async mode): a change through the mount
 // (a write, a create, a rename...) is recorded in the journal here, right after local.c
 // applied it to the source, and answers without a trip into JS. Each record is the one src/replication/journal.ts writes (same
-// framing, same checksum, a JSON header); JS takes the records as they come (woken through a
-// thread-safe function) and queues them for the replicas' shippers, in seq order.
+// framing, same checksum, a JSON header), except that a write's bytes stay out of the file:
+// the source holds them, and a replay reads them there. JS takes the records as they come,
+// a write's bytes with it (woken through a thread-safe function), and queues them for the
+// replicas' shippers, in seq order.
 //
 // One counter of seqs for JS's changes and these: JS takes its own from here too, and takes
 // every record appended so far with it, so that its queues stay in seq order. The appends
@@ -36,9 +38,9 @@
 
 // zlib's, as the node binary exports them: the checksum node:zlib's crc32 gives JS.
 extern unsigned long crc32 (unsigned long crc, const unsigned char *buf, unsigned int len);
-extern unsigned long crc32_combine (unsigned long crc1, unsigned long crc2, long len2);
 
-// A record as it went to the file, kept for JS until it takes it: crc32 | len | payload.
+// A record as it went to the file, kept for JS until it takes it: crc32 | len | payload,
+// then a write's bytes (which the file does not hold).
 struct rec {
   struct rec *next;
   size_t len;
@@ -127,7 +129,8 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   // a parent can make longer than any path a syscall takes.
   size_t l1 = path == NULL ? 4 : strlen(path);
   size_t l2 = str2 == NULL ? 4 : strlen(str2);
-  size_t hmax = 320 + 6 * (l1 + l2) + SEQ_WIDTH;
+  // The fixed parts, the fields fmt formats (200), uid, gid, src and the seq: under 400.
+  size_t hmax = 400 + 6 * (l1 + l2) + SEQ_WIDTH;
   struct rec *r = malloc(sizeof(struct rec) + 12 + hmax + n);
   // JS takes the change instead (it allocates on its own heap).
   if (r == NULL) return 1;
@@ -151,16 +154,21 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
     }
     hl += (size_t) k;
   }
-  hl += (size_t) sprintf((char *) h + hl, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},\"seq\":", (uint32_t) c->uid, (uint32_t) c->gid);
+  // A write's bytes are not written to the file: the source holds them (a SIGKILL leaves
+  // them in its page cache, a writer's fsync puts them on disk with the record), and a
+  // restart that finds such a record resyncs from the source instead ("src": their count).
+  hl += (size_t) sprintf((char *) h + hl, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},", (uint32_t) c->uid, (uint32_t) c->gid);
+  if (n > 0) hl += (size_t) sprintf((char *) h + hl, "\"src\":%zu,", n);
+  hl += (size_t) sprintf((char *) h + hl, "\"seq\":");
   size_t seq_at = hl;
   hl += SEQ_WIDTH;
   h[hl++] = '}';
+  // JS's copy has them, after the record as the file has it.
   if (n > 0) memcpy(h + hl, data, n);
-  size_t payload = 4 + hl + n;
-  r->len = 8 + payload;
-  put_u32(b + 4, (uint32_t) payload);
+  size_t in_file = 12 + hl;
+  r->len = in_file + n;
+  put_u32(b + 4, (uint32_t) (4 + hl));
   put_u32(b + 8, (uint32_t) hl);
-  unsigned long data_crc = n > 0 ? crc32(0, (const unsigned char *) data, (unsigned int) n) : 0;
 
   pthread_mutex_lock(&mu);
   if (fd < 0) {
@@ -172,10 +180,8 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   char digits[SEQ_WIDTH + 1];
   snprintf(digits, sizeof(digits), "%*" PRIu64, SEQ_WIDTH, ++seq);
   memcpy(h + seq_at, digits, SEQ_WIDTH);
-  unsigned long crc = crc32(0, b + 4, (unsigned int) (8 + hl));
-  if (n > 0) crc = crc32_combine(crc, data_crc, (long) n);
-  put_u32(b, (uint32_t) crc);
-  int res = write_all(b, r->len) == 0 ? 0 : -EIO;
+  put_u32(b, (uint32_t) crc32(0, b + 4, (unsigned int) (8 + hl)));
+  int res = write_all(b, in_file) == 0 ? 0 : -EIO;
   // Queued for the replicas even when the file refused it (the call answers EIO), as JS
   // does with a change its journal could not take.
   r->next = NULL;

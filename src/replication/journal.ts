@@ -15,6 +15,9 @@ import type { Mutation } from './mutation'
  *   record := crc32 (u32 LE, over len and payload) | len (u32 LE) | payload
  *   payload := headerLen (u32 LE) | header (JSON: seq and the mutation without its data) | data
  *
+ * A write the mount's thread journals (async mode) has no data here: its header's `src` says
+ * how many bytes the source file holds for it, and a replay reads them there (forward.ts).
+ *
  * Opening stops at the first short or corrupt record and truncates the file there (a torn
  * tail from a kill mid-append). Each replica's progress is kept in a `cursor-<n>` file (the last
  * seq it applied); records every replica has applied are dropped by truncating the file to
@@ -26,7 +29,15 @@ import type { Mutation } from './mutation'
  * (--journal-max) without ever being rewritten: a replica that falls further behind than that
  * is switched to a resync, journaled as a record, and needs nothing older.
  */
-export interface JournalRecord { seq: number, m: Mutation }
+export interface JournalRecord {
+  seq: number
+  m: Mutation
+  /**
+   * A write the mount's thread journaled (async mode): the file holds none of its bytes (this
+   * many), the source does. Read back from the file, its data is empty: a restart resyncs.
+   */
+  src?: number
+}
 
 const HEAD = 8
 
@@ -46,11 +57,11 @@ function encode (seq: number, m: Mutation): Buffer {
 /** `copy`: the data is copied off `payload` (a file's buffer), rather than a view of it. */
 function decode (payload: Buffer, copy = true): JournalRecord {
   const headerLen = payload.readUInt32LE(0)
-  const { seq, m } = JSON.parse(payload.subarray(4, 4 + headerLen).toString('utf8')) as { seq: number, m: Record<string, unknown> }
+  const { seq, m, src } = JSON.parse(payload.subarray(4, 4 + headerLen).toString('utf8')) as { seq: number, m: Record<string, unknown>, src?: number }
   const data = copy ? Buffer.from(payload.subarray(4 + headerLen)) : payload.subarray(4 + headerLen)
   if (m.op === 'write') m.data = data
   if (m.op === 'setxattr') m.value = data
-  return { seq, m: m as unknown as Mutation }
+  return src !== undefined ? { seq, m: m as unknown as Mutation, src } : { seq, m: m as unknown as Mutation }
 }
 
 /** Parses `buf`; returns the records and the length of the valid prefix. */
@@ -169,6 +180,11 @@ export class Journal {
     return { journal: new Journal(dir, fh, validLength, sealed, last, cursors, segmentBytes), records, cursors }
   }
 
+  /** journal.log is sealed once it holds this many bytes. */
+  get segmentBytes (): number {
+    return this.#segmentBytes
+  }
+
   /** The last seq of the oldest sealed file; null when there is none. */
   get oldestSealed (): number | null {
     return this.#sealed[0]?.last ?? null
@@ -216,7 +232,8 @@ export class Journal {
     const seq = out.pop() as number
     const records: JournalRecord[] = []
     for (const b of out as Buffer[]) {
-      this.#size += b.length
+      // What the file holds of it: a write's data follows the record only here.
+      this.#size += HEAD + b.readUInt32LE(4)
       try {
         records.push(decode(b.subarray(HEAD), false))
       } catch (err) {

@@ -89,8 +89,8 @@ class Link {
 
 /**
  * The journal starts afresh once every replica has applied it all and it holds more than
- * this: a replay skips what cursors passed, and a truncate per drained queue would cost a
- * syscall per call in sync mode.
+ * this, or a quarter of a sealed file if less: a replay skips what cursors passed, and a
+ * truncate per drained queue would cost a syscall per call in sync mode.
  */
 const JOURNAL_RESET_BYTES = 16 * 1024 * 1024
 
@@ -423,7 +423,7 @@ export class Replicator implements ReplicationHook {
     }
     const journal = this.#o.journal
     this.#pull()
-    if (journal !== null && journal.size > JOURNAL_RESET_BYTES && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
+    if (journal !== null && journal.size > Math.min(JOURNAL_RESET_BYTES, journal.segmentBytes / 4) && this.#links.every(l => l.appliedSeq >= this.#seq || l.state === 'failed')) {
       void journal.reset(this.#seq)
     } else {
       this.#trimJournal()

@@ -6,6 +6,7 @@ import { ControlServer } from '../control'
 import { native } from '../native'
 import type { Metrics } from '../metrics'
 import { Journal, type JournalRecord } from './journal'
+import { fillFromSource } from './forward'
 import { Excludes, ExcludingHook } from './exclude'
 import type { Mutation, ReplicationHook } from './mutation'
 import { Replicator } from './replicator'
@@ -30,6 +31,8 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   // the call answers, so that a degraded or slow replica's changes survive a kill.
   // Sealed in files of an eighth of --journal-max: the journal stays within about that plus one.
   const opened = await Journal.open(c.stateDir, log, Math.min(64 * 1024 * 1024, Math.max(1024 * 1024, Math.floor(c.journalMax / 8))))
+  // The writes the mount journaled get their bytes back from the source, for the replay.
+  await fillFromSource([...opened.records].sort((a, b) => a.seq - b.seq), sourceBytes, Math.min(...replicas.map(r => opened.cursors[r.url] ?? 0)))
   await journalResyncs(opened, replicas.map(r => r.url), inFlight)
   const replicator = new Replicator(replicas, {
     mode: c.mode,

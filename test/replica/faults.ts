@@ -262,19 +262,40 @@ t.test('sync mode, --quorum 1: what a frozen replica missed survives a SIGKILL o
   t.same(temps(d.rsftp), [], 'no temp file left on the sftp replica')
 })
 
-t.test('async mode: each write is in the journal when it returns (appended by the mount\'s thread); a SIGKILL loses none; sealed files and the cut hold', async t => {
+/** `n` chmods of `path` (0644 and 0600 in turn), then a last one to 0640: records with no data. */
+const chmods = (path: string, n: number) => run('python3', ['-c', `
+import os, sys
+p, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    os.chmod(p, 0o600 if i % 2 else 0o644)
+os.chmod(p, 0o640)
+`, path, String(n)])
+
+t.test('async mode: each change is in the journal when it returns (appended by the mount\'s thread; a write\'s bytes stay in the source); a SIGKILL loses none; sealed files and the cut hold', async t => {
   const r = await rig(t)
   const { d, sshd } = r
   const state = join(d.dir, 'state')
-  // Sealed in files of 32 MiB (an eighth of --journal-max); cut once all is applied and it
-  // holds more than 16 MiB.
-  const args = mountArgs(r, false, ['--mode', 'async', '--journal-max', '256M', '--no-reconcile'])
+  // Sealed in files of 1 MiB (an eighth of --journal-max, at least 1 MiB); cut once all is
+  // applied and it holds more than 256 KiB (a quarter of that).
+  const args = mountArgs(r, false, ['--mode', 'async', '--journal-max', '8M', '--no-reconcile'])
   const first = r.daemon = await startDaemon(args)
   sshd.pause()
   // A name whose bytes the record's JSON header must escape: quote, backslash, newline, tab, non-ASCII.
   const name = 'q"b\\n\n\tl \u00e9\u4e2d.bin'
-  const data = randomBytes(40 * MiB + 123)
+  // Less than --journal-max: queued whole, not switched to a resync.
+  const data = randomBytes(6 * MiB + 123)
   await writeFile(join(d.mnt, name), data)
+  // About 2.5 MB of records (a chmod's is about 100 bytes): more than two files' worth.
+  await writeFile(join(d.mnt, 'c.txt'), 'c')
+  const n = 25_000
+  await chmods(join(d.mnt, 'c.txt'), n)
+  // Where the restart must read the writes' bytes: the big file moved into a directory, a
+  // file renamed over another one.
+  await mkdir(join(d.mnt, 'moved'))
+  await rename(join(d.mnt, name), join(d.mnt, 'moved', name))
+  await writeFile(join(d.mnt, 'kept.bin'), 'lost')
+  await writeFile(join(d.mnt, 'over.bin'), 'kept')
+  await rename(join(d.mnt, 'over.bin'), join(d.mnt, 'kept.bin'))
   const small = join(d.mnt, 'small.txt')
   await writeFile(small, 'x')
   first.child.kill('SIGKILL')
@@ -283,7 +304,7 @@ t.test('async mode: each write is in the journal when it returns (appended by th
 
   const files = readdirSync(state).filter(n => /^journal.*\.log$/.test(n))
   const sealed = files.filter(n => n !== 'journal.log')
-  t.ok(sealed.length >= 1, `the journal rolled over into sealed files (${files.join(' ')})`)
+  t.ok(sealed.length >= 2, `the journal rolled over into sealed files (${files.join(' ')})`)
   const records: JournalRecord[] = []
   for (const f of files) {
     const buf = readFileSync(join(state, f))
@@ -297,34 +318,55 @@ t.test('async mode: each write is in the journal when it returns (appended by th
   t.equal(new Set(records.map(x => x.seq)).size, records.length, 'seqs are unique across JS\'s records and the mount\'s')
   const path = '/' + Buffer.from(name, 'utf8').toString('latin1')
   const writes = records.filter(x => x.m.op === 'write' && x.m.path === path)
-  const got = Buffer.alloc(data.length)
-  let bytes = 0
+  // Each write's record says where and how many bytes; the bytes are the source's.
+  let end = 0
+  let contiguous = true
   for (const w of writes) {
-    if (w.m.op !== 'write') continue
-    w.m.data.copy(got, w.m.offset)
-    bytes += w.m.data.length
+    if (w.m.op !== 'write' || w.m.offset !== end || w.m.data.length !== 0 || w.src === undefined) contiguous = false
+    end += w.src ?? 0
   }
-  t.ok(bytes === data.length && got.equals(data), `the writes' records hold the file's bytes at their offsets (${writes.length} records, ${bytes} bytes)`)
+  t.ok(writes.length > 0 && contiguous && end === data.length, `the writes' records cover the file, in order, and hold none of its bytes (${writes.length} records, ${end} bytes)`)
+  t.ok(readFileSync(join(d.source, 'moved', name)).equals(data), 'the source holds them')
   const seqOf = (op: string, p: string) => records.find(x => x.m.op === op && 'path' in x.m && x.m.path === p)?.seq ?? NaN
   t.ok(seqOf('create', path) < (writes[0]?.seq ?? NaN) && (writes.at(-1)?.seq ?? NaN) < seqOf('flush', path), 'in seq order: create, the writes, flush')
-  t.ok(records.some(x => x.m.op === 'write' && x.m.path === '/small.txt'), 'the last write before the kill is there too')
+  t.equal(records.filter(x => x.m.op === 'chmod' && x.m.path === '/c.txt').length, n + 1, 'every chmod is there')
+  t.ok(records.some(x => x.m.op === 'write' && x.m.path === '/small.txt' && x.src === 1), 'the last write before the kill is there too')
 
   sshd.resume()
-  r.daemon = await startDaemon(args)
+  const second = r.daemon = await startDaemon(args)
+  t.match(second.stderr, /replaying \d+ changes from the journal/, 'the restart replays the journal')
   const same = (p: string, want: Buffer) => existsSync(p) && readFileSync(p).equals(want)
-  t.ok(await until(() => same(join(d.rsftp, name), data), 30_000), 'the restart replays them: the replica has the file')
+  t.ok(await until(() => same(join(d.rsftp, 'moved', name), data), 30_000), 'the replica has the file, its bytes read from the source where it was moved')
+  t.notOk(existsSync(join(d.rsftp, name)), 'and not under its first name')
+  t.ok(same(join(d.rsftp, 'kept.bin'), Buffer.from('kept')), 'a file renamed over another one: its own bytes')
   t.ok(await until(() => same(join(d.rsftp, 'small.txt'), Buffer.from('x')), 30_000), 'and the last one')
+  t.ok(await until(() => existsSync(join(d.rsftp, 'c.txt')) && (statSync(join(d.rsftp, 'c.txt')).mode & 0o7777) === 0o640, 30_000), 'and the last chmod')
+  t.same(temps(d.rsftp), [], 'no temp file left on the replica')
 
-  // Live: 20 MiB more. Whenever the replica has applied everything and the journal holds more
-  // than 16 MiB, it is cut (the mount's appends held meanwhile) and its sealed files deleted:
-  // without a cut, journal.log would keep the 8 MiB the restart found past the sealed file,
-  // and these 20.
-  const more = randomBytes(20 * MiB)
-  await writeFile(join(d.mnt, 'more.bin'), more)
-  t.ok(await until(() => same(join(d.rsftp, 'more.bin'), more), 30_000), 'the replica has the live writes')
+  // Live: about 600 KB of records more. Whenever the replica has applied everything and
+  // journal.log holds more than 256 KiB, it is cut to zero in place (its inode stays; a seal
+  // would give it a new one), and the sealed files are deleted once applied.
+  const log = join(state, 'journal.log')
+  let prev = statSync(log)
+  let cut = false
+  const watch = setInterval(() => {
+    try {
+      const st = statSync(log)
+      if (st.ino === prev.ino && st.size < prev.size) cut = true
+      prev = st
+    } catch {}
+  }, 2)
+  try {
+    await chmods(join(d.mnt, 'c.txt'), 6_000)
+    const more = randomBytes(4 * MiB)
+    await writeFile(join(d.mnt, 'more.bin'), more)
+    t.ok(await until(() => same(join(d.rsftp, 'more.bin'), more), 30_000), 'the replica has the live writes')
+  } finally {
+    clearInterval(watch)
+  }
+  t.ok(cut, 'journal.log was cut to zero on the way')
   const files2 = () => readdirSync(state).filter(n => /^journal.*\.log$/.test(n))
-  const journalSize = () => files2().reduce((n, f) => n + statSync(join(state, f)).size, 0)
-  t.ok(await until(() => journalSize() < 20 * MiB && files2().length === 1, 10_000), `the journal was cut on the way (${files2().map(f => `${f}: ${statSync(join(state, f)).size} bytes`).join(', ')})`)
+  t.ok(await until(() => files2().length === 1, 10_000), `the sealed files are gone once applied (${files2().join(' ')})`)
   await writeFile(join(d.mnt, 'after.txt'), 'after the cut')
   t.ok(await until(() => text(join(d.rsftp, 'after.txt')) === 'after the cut', 10_000), 'and later writes still reach the replica')
 })
@@ -370,7 +412,7 @@ os.rmdir(m + '/e')
   t.match(ms, [
     { op: 'mkdir', path: '/d', uid: 0, gid: 0 },
     { op: 'create', path: '/d/f', fh, flags: Number },
-    { op: 'write', path: '/d/f', fh, offset: 0, data: Buffer.from('hello') },
+    { op: 'write', path: '/d/f', fh, offset: 0, data: Buffer.alloc(0) },
     { op: 'truncate', path: '/d/f', fh, size: 3 },
     { op: 'flush', path: '/d/f', fh },
     { op: 'release', path: '/d/f', fh, mtime: Number, atime: Number },
@@ -390,6 +432,7 @@ os.rmdir(m + '/e')
     { op: 'rmdir', path: '/e' },
   ], 'each call\'s record, in the order of the calls')
   t.equal(ms.length, 20, 'and nothing else')
+  t.equal(records.find(x => x.m.op === 'write')?.src, 5, 'the write\'s record counts its 5 bytes, which stay in the source')
   const mode = (op: string) => { const m = ms.find(x => x.op === op && 'mode' in x); return m !== undefined && 'mode' in m ? m.mode & 0o7777 : -1 }
   t.same([mode('mkdir'), mode('create'), mode('chmod'), mode('mknod')], [0o750, 0o640, 0o600, 0o644], 'modes as the calls gave them')
   const release = ms.find(m => m.op === 'release')
