@@ -156,7 +156,7 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   }
   // A write's bytes are not written to the file: the source holds them (a SIGKILL leaves
   // them in its page cache, a writer's fsync puts them on disk with the record), and a
-  // restart that finds such a record resyncs from the source instead ("src": their count).
+  // replay after a restart reads them there ("src": their count).
   hl += (size_t) sprintf((char *) h + hl, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},", (uint32_t) c->uid, (uint32_t) c->gid);
   if (n > 0) hl += (size_t) sprintf((char *) h + hl, "\"src\":%zu,", n);
   hl += (size_t) sprintf((char *) h + hl, "\"seq\":");

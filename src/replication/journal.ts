@@ -34,7 +34,8 @@ export interface JournalRecord {
   m: Mutation
   /**
    * A write the mount's thread journaled (async mode): the file holds none of its bytes (this
-   * many), the source does. Read back from the file, its data is empty: a restart resyncs.
+   * many), the source does. Read back from the file, its data is empty until a replay reads
+   * the bytes from the source (forward.ts).
    */
   src?: number
 }
