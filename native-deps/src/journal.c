@@ -123,14 +123,14 @@ static size_t json_or_null (unsigned char *out, const char *s) {
   return 4;
 }
 
-int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...) {
+static int record_v (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, unsigned links, const char *fmt, va_list ap) {
   struct fuse_context *c = fuse_get_context();
   // Not capped at PATH_MAX: libfuse hands fd-based calls the path it built, which renames of
   // a parent can make longer than any path a syscall takes.
   size_t l1 = path == NULL ? 4 : strlen(path);
   size_t l2 = str2 == NULL ? 4 : strlen(str2);
-  // The fixed parts, the fields fmt formats (200), uid, gid, src and the seq: under 400.
-  size_t hmax = 400 + 6 * (l1 + l2) + SEQ_WIDTH;
+  // The fixed parts, the fields fmt formats (200), uid, gid, src, links and the seq: under 450.
+  size_t hmax = 450 + 6 * (l1 + l2) + SEQ_WIDTH;
   struct rec *r = malloc(sizeof(struct rec) + 12 + hmax + n);
   // JS takes the change instead (it allocates on its own heap).
   if (r == NULL) return 1;
@@ -144,10 +144,7 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   }
   if (fmt != NULL) {
     h[hl++] = ',';
-    va_list ap;
-    va_start(ap, fmt);
     int k = vsnprintf((char *) h + hl, 200, fmt, ap);
-    va_end(ap);
     if (k < 0 || k >= 200) {
       free(r);
       return 1;
@@ -159,6 +156,9 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   // replay after a restart reads them there ("src": their count).
   hl += (size_t) sprintf((char *) h + hl, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},", (uint32_t) c->uid, (uint32_t) c->gid);
   if (n > 0) hl += (size_t) sprintf((char *) h + hl, "\"src\":%zu,", n);
+  // The file had other names when written, which the records after it may not show: a replay
+  // that finds none of the names it knows cannot read the bytes, and resyncs instead.
+  if (links > 1) hl += (size_t) sprintf((char *) h + hl, "\"links\":%u,", links);
   hl += (size_t) sprintf((char *) h + hl, "\"seq\":");
   size_t seq_at = hl;
   hl += SEQ_WIDTH;
@@ -192,6 +192,22 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
     napi_call_threadsafe_function(wake, NULL, napi_tsfn_nonblocking);
   }
   pthread_mutex_unlock(&mu);
+  return res;
+}
+
+int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int res = record_v(op, path, key2, str2, data, n, 0, fmt, ap);
+  va_end(ap);
+  return res;
+}
+
+int rfs_journal_write (const char *path, const char *data, size_t n, unsigned links, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int res = record_v("write", path, NULL, NULL, data, n, links, fmt, ap);
+  va_end(ap);
   return res;
 }
 

@@ -17,6 +17,11 @@ int rfs_journal_on (void);
 int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...)
   __attribute__ ((format (printf, 7, 8)));
 
+// The same for a write of `n` bytes (which stay out of the file: the source holds them), of a
+// file that had `links` names when written.
+int rfs_journal_write (const char *path, const char *data, size_t n, unsigned links, const char *fmt, ...)
+  __attribute__ ((format (printf, 5, 6)));
+
 // journal_start, journal_take, journal_seal, journal_cut, journal_stop (see journal.c).
 void rfs_journal_exports (napi_env env, napi_value exports);
 

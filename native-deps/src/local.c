@@ -297,16 +297,18 @@ static int pt_listxattr (const char *path, char *list, size_t size) {
   } while (0)
 
 // The same, where the journal here takes it in async mode (journal.c): `record` is the
-// parenthesized arguments of rfs_journal_record. The call answers once it is in the journal.
-#define CHANGE(res, record, call) do { \
+// parenthesized arguments of rfs_journal_record (of `fn`, for CHANGE_BY). The call answers
+// once it is in the journal.
+#define CHANGE_BY(res, fn, record, call) do { \
     if (!replicating) return (res); \
     if (rfs_journal_on()) { \
-      int j_ = rfs_journal_record record; \
+      int j_ = fn record; \
       if (j_ <= 0) return j_ < 0 ? j_ : (res); \
     } \
     rfs_set_result(res); \
     return call; \
   } while (0)
+#define CHANGE(res, record, call) CHANGE_BY(res, rfs_journal_record, record, call)
 
 static int writable (uint64_t fh) {
   int fl = fcntl((int) fh, F_GETFL);
@@ -416,14 +418,20 @@ static int ap_write_ (const char *path, const char *buf, size_t size, off_t off,
   ssize_t n = pwrite((int) fi->fh, buf, size, off);
   if (n < 0) return -errno;
   if (n == 0) return 0;
+  unsigned links = 0;
   if (replicating) {
     // With O_APPEND the data went to the end of the file, wherever the kernel thought that
     // was (its size for this name can be stale when another name of a hard link grew it).
+    // In async mode the record also says how many names the file has (journal.h).
     int fl = fcntl((int) fi->fh, F_GETFL);
+    int append = fl >= 0 && (fl & O_APPEND);
     struct stat st;
-    if (fl >= 0 && (fl & O_APPEND) && fstat((int) fi->fh, &st) == 0 && st.st_size >= n) off = st.st_size - n;
+    if ((append || rfs_journal_on()) && fstat((int) fi->fh, &st) == 0) {
+      if (append && st.st_size >= n) off = st.st_size - n;
+      links = (unsigned) st.st_nlink;
+    }
   }
-  CHANGE((int) n, ("write", path, NULL, NULL, buf, (size_t) n, "\"fh\":%" PRIu64 ",\"offset\":%" PRId64, fi->fh, (int64_t) off),
+  CHANGE_BY((int) n, rfs_journal_write, (path, buf, (size_t) n, links, "\"fh\":%" PRIu64 ",\"offset\":%" PRId64, fi->fh, (int64_t) off),
     js.write(path, buf, (size_t) n, off, fi));
 }
 

@@ -10,10 +10,13 @@ import type { Mutation } from './mutation'
  * (of it or of a directory above it) and hard links that the journal records after it, and
  * dropped with an unlink or a rename over it. Bytes written later to the same file may be read
  * with it; they are written again by their own records, so the replica ends as the source.
- * A file no longer named anywhere gets no bytes: nothing on the replica keeps it either.
+ * A file no longer named anywhere gets no bytes: nothing on the replica keeps it either,
+ * unless it had names when written that no record shows (`links`): then the bytes are lost
+ * to the replay, and the return says so (the caller resyncs the whole tree).
  * `records` in seq order; only those after `after` (the oldest cursor) are filled.
  */
-export async function fillFromSource (records: JournalRecord[], sourceRoot: string, after: number): Promise<void> {
+export async function fillFromSource (records: JournalRecord[], sourceRoot: string, after: number): Promise<{ lost: boolean }> {
+  let lost = false
   // The changes that move or remove names, in order: what a write's path is carried through.
   const moves: number[] = []
   records.forEach((r, i) => { if (r.m.op === 'rename' || r.m.op === 'link' || r.m.op === 'unlink') moves.push(i) })
@@ -31,8 +34,10 @@ export async function fillFromSource (records: JournalRecord[], sourceRoot: stri
       names = namesAfter(records, moves, next, m.path)
       memo.set(key, names)
     }
+    if (names.length === 0 && (r.links ?? 1) > 1) lost = true
     m.data = await readAt(sourceRoot, names, m.offset, r.src)
   }
+  return { lost }
 }
 
 /** Where the node named `path` is named once the changes at `moves[from..]` are applied. */

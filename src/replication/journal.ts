@@ -38,6 +38,8 @@ export interface JournalRecord {
    * the bytes from the source (forward.ts).
    */
   src?: number
+  /** Such a write's file had this many names when written (more than one; else absent). */
+  links?: number
 }
 
 const HEAD = 8
@@ -58,11 +60,14 @@ function encode (seq: number, m: Mutation): Buffer {
 /** `copy`: the data is copied off `payload` (a file's buffer), rather than a view of it. */
 function decode (payload: Buffer, copy = true): JournalRecord {
   const headerLen = payload.readUInt32LE(0)
-  const { seq, m, src } = JSON.parse(payload.subarray(4, 4 + headerLen).toString('utf8')) as { seq: number, m: Record<string, unknown>, src?: number }
+  const { seq, m, src, links } = JSON.parse(payload.subarray(4, 4 + headerLen).toString('utf8')) as { seq: number, m: Record<string, unknown>, src?: number, links?: number }
   const data = copy ? Buffer.from(payload.subarray(4 + headerLen)) : payload.subarray(4 + headerLen)
   if (m.op === 'write') m.data = data
   if (m.op === 'setxattr') m.value = data
-  return src !== undefined ? { seq, m: m as unknown as Mutation, src } : { seq, m: m as unknown as Mutation }
+  const r: JournalRecord = { seq, m: m as unknown as Mutation }
+  if (src !== undefined) r.src = src
+  if (links !== undefined) r.links = links
+  return r
 }
 
 /** Parses `buf`; returns the records and the length of the valid prefix. */

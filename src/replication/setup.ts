@@ -32,7 +32,11 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   // Sealed in files of an eighth of --journal-max: the journal stays within about that plus one.
   const opened = await Journal.open(c.stateDir, log, Math.min(64 * 1024 * 1024, Math.max(1024 * 1024, Math.floor(c.journalMax / 8))))
   // The writes the mount journaled get their bytes back from the source, for the replay.
-  await fillFromSource([...opened.records].sort((a, b) => a.seq - b.seq), sourceBytes, Math.min(...replicas.map(r => opened.cursors[r.url] ?? 0)))
+  const filled = await fillFromSource([...opened.records].sort((a, b) => a.seq - b.seq), sourceBytes, Math.min(...replicas.map(r => opened.cursors[r.url] ?? 0)))
+  if (filled.lost) {
+    log.warn('journal', 'a file written before the last run stopped had names that the journal does not show, and it lost the one it knew: resyncing the whole tree after the replay')
+    inFlight.add('/')
+  }
   await journalResyncs(opened, replicas.map(r => r.url), inFlight)
   const replicator = new Replicator(replicas, {
     mode: c.mode,

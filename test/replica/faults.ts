@@ -8,7 +8,7 @@ import t from 'tap'
 import { execFile, execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
-import { appendFile, mkdir, open, rename, writeFile } from 'node:fs/promises'
+import { appendFile, link, mkdir, open, rename, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -279,6 +279,11 @@ t.test('async mode: each change is in the journal when it returns (appended by t
   // applied and it holds more than 256 KiB (a quarter of that).
   const args = mountArgs(r, false, ['--mode', 'async', '--journal-max', '8M', '--no-reconcile'])
   const first = r.daemon = await startDaemon(args)
+  // A file with two names, both on the replica before it freezes: the records that follow
+  // do not show the second one.
+  await writeFile(join(d.mnt, 'two-a.bin'), 'old!')
+  await link(join(d.mnt, 'two-a.bin'), join(d.mnt, 'two-b.bin'))
+  t.ok(await until(() => existsSync(join(d.rsftp, 'two-b.bin')), 10_000), 'the replica has both names of a hard-linked file')
   sshd.pause()
   // A name whose bytes the record's JSON header must escape: quote, backslash, newline, tab, non-ASCII.
   const name = 'q"b\\n\n\tl \u00e9\u4e2d.bin'
@@ -296,6 +301,10 @@ t.test('async mode: each change is in the journal when it returns (appended by t
   await writeFile(join(d.mnt, 'kept.bin'), 'lost')
   await writeFile(join(d.mnt, 'over.bin'), 'kept')
   await rename(join(d.mnt, 'over.bin'), join(d.mnt, 'kept.bin'))
+  // Written through the name the journal knows, which is then replaced.
+  await writeFile(join(d.mnt, 'two-a.bin'), 'new!', { flag: 'r+' })
+  await writeFile(join(d.mnt, 'three.bin'), 'three')
+  await rename(join(d.mnt, 'three.bin'), join(d.mnt, 'two-a.bin'))
   const small = join(d.mnt, 'small.txt')
   await writeFile(small, 'x')
   first.child.kill('SIGKILL')
@@ -339,6 +348,9 @@ t.test('async mode: each change is in the journal when it returns (appended by t
   t.ok(await until(() => same(join(d.rsftp, 'moved', name), data), 30_000), 'the replica has the file, its bytes read from the source where it was moved')
   t.notOk(existsSync(join(d.rsftp, name)), 'and not under its first name')
   t.ok(same(join(d.rsftp, 'kept.bin'), Buffer.from('kept')), 'a file renamed over another one: its own bytes')
+  t.match(second.stderr, /had names that the journal does not show/, 'a write whose file kept only a name the journal does not show is said')
+  t.ok(await until(() => same(join(d.rsftp, 'two-b.bin'), Buffer.from('new!')), 30_000), 'and that file is resynced: its other name has the bytes')
+  t.ok(same(join(d.rsftp, 'two-a.bin'), Buffer.from('three')), 'the name replaced holds the new file')
   t.ok(await until(() => same(join(d.rsftp, 'small.txt'), Buffer.from('x')), 30_000), 'and the last one')
   t.ok(await until(() => existsSync(join(d.rsftp, 'c.txt')) && (statSync(join(d.rsftp, 'c.txt')).mode & 0o7777) === 0o640, 30_000), 'and the last chmod')
   t.same(temps(d.rsftp), [], 'no temp file left on the replica')

@@ -62,6 +62,16 @@ t.test('only the writes past `after` are read; writes with their bytes are left 
   t.same([data(old), data(mine), data(late)], ['', 'JS!', 'def'])
 })
 
+t.test('a write whose file had names that the records do not show, all of those it knew gone: lost', async t => {
+  const root = source(t)
+  writeFileSync(join(root, 'h'), 'another file')
+  const linked = { ...write(1, '/h', 0, 4), links: 2 }
+  t.same(await fillFromSource([linked, rename(2, '/q', '/h')], Buffer.from(root).toString('latin1'), 0), { lost: true })
+  t.equal(data(linked), '', 'no bytes read from the file that took its name')
+  t.same(await fillFromSource([write(1, '/h', 0, 4), rename(2, '/q', '/h')], Buffer.from(root).toString('latin1'), 0), { lost: false }, 'one name: gone with it')
+  t.same(await fillFromSource([{ ...write(1, '/h', 0, 4), links: 2 }], Buffer.from(root).toString('latin1'), 0), { lost: false }, 'a name still there: read')
+})
+
 t.test('namesAfter: a rename carries the names below it, not names that merely share a prefix', async t => {
   const records = [rename(1, '/a', '/b'), rename(2, '/b/c', '/z')]
   t.same(namesAfter(records, [0, 1], 0, '/a/c/d'), ['/z/d'])
