@@ -123,7 +123,7 @@ static size_t json_or_null (unsigned char *out, const char *s) {
   return 4;
 }
 
-static int record_v (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, unsigned links, const char *fmt, va_list ap) {
+static int record_v (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, long links, const char *fmt, va_list ap) {
   struct fuse_context *c = fuse_get_context();
   // Not capped at PATH_MAX: libfuse hands fd-based calls the path it built, which renames of
   // a parent can make longer than any path a syscall takes.
@@ -156,9 +156,9 @@ static int record_v (const char *op, const char *path, const char *key2, const c
   // replay after a restart reads them there ("src": their count).
   hl += (size_t) sprintf((char *) h + hl, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32 "},", (uint32_t) c->uid, (uint32_t) c->gid);
   if (n > 0) hl += (size_t) sprintf((char *) h + hl, "\"src\":%zu,", n);
-  // The file had other names when written, which the records after it may not show: a replay
-  // that finds none of the names it knows cannot read the bytes, and resyncs instead.
-  if (links > 1) hl += (size_t) sprintf((char *) h + hl, "\"links\":%u,", links);
+  // How many names the file had when written: some may be names the records after it do not
+  // show, and a replay that finds none of those it knows cannot read the bytes (it resyncs).
+  if (links >= 0) hl += (size_t) sprintf((char *) h + hl, "\"links\":%ld,", links);
   hl += (size_t) sprintf((char *) h + hl, "\"seq\":");
   size_t seq_at = hl;
   hl += SEQ_WIDTH;
@@ -198,12 +198,12 @@ static int record_v (const char *op, const char *path, const char *key2, const c
 int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int res = record_v(op, path, key2, str2, data, n, 0, fmt, ap);
+  int res = record_v(op, path, key2, str2, data, n, -1, fmt, ap);
   va_end(ap);
   return res;
 }
 
-int rfs_journal_write (const char *path, const char *data, size_t n, unsigned links, const char *fmt, ...) {
+int rfs_journal_write (const char *path, const char *data, size_t n, long links, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int res = record_v("write", path, NULL, NULL, data, n, links, fmt, ap);

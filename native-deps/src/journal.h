@@ -18,8 +18,8 @@ int rfs_journal_record (const char *op, const char *path, const char *key2, cons
   __attribute__ ((format (printf, 7, 8)));
 
 // The same for a write of `n` bytes (which stay out of the file: the source holds them), of a
-// file that had `links` names when written.
-int rfs_journal_write (const char *path, const char *data, size_t n, unsigned links, const char *fmt, ...)
+// file that had `links` names when written (-1: not known).
+int rfs_journal_write (const char *path, const char *data, size_t n, long links, const char *fmt, ...)
   __attribute__ ((format (printf, 5, 6)));
 
 // journal_start, journal_take, journal_seal, journal_cut, journal_stop (see journal.c).

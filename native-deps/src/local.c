@@ -418,7 +418,7 @@ static int ap_write_ (const char *path, const char *buf, size_t size, off_t off,
   ssize_t n = pwrite((int) fi->fh, buf, size, off);
   if (n < 0) return -errno;
   if (n == 0) return 0;
-  unsigned links = 0;
+  long links = -1;
   if (replicating) {
     // With O_APPEND the data went to the end of the file, wherever the kernel thought that
     // was (its size for this name can be stale when another name of a hard link grew it).
@@ -428,7 +428,7 @@ static int ap_write_ (const char *path, const char *buf, size_t size, off_t off,
     struct stat st;
     if ((append || rfs_journal_on()) && fstat((int) fi->fh, &st) == 0) {
       if (append && st.st_size >= n) off = st.st_size - n;
-      links = (unsigned) st.st_nlink;
+      links = (long) st.st_nlink;
     }
   }
   CHANGE_BY((int) n, rfs_journal_write, (path, buf, (size_t) n, links, "\"fh\":%" PRIu64 ",\"offset\":%" PRId64, fi->fh, (int64_t) off),

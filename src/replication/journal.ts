@@ -38,7 +38,7 @@ export interface JournalRecord {
    * the bytes from the source (forward.ts).
    */
   src?: number
-  /** Such a write's file had this many names when written (more than one; else absent). */
+  /** Such a write's file had this many names when written (absent: not known). */
   links?: number
 }
 

@@ -32,12 +32,11 @@ export async function startReplication (c: MountConfig, sourceRoot: string, log:
   // Sealed in files of an eighth of --journal-max: the journal stays within about that plus one.
   const opened = await Journal.open(c.stateDir, log, Math.min(64 * 1024 * 1024, Math.max(1024 * 1024, Math.floor(c.journalMax / 8))))
   // The writes the mount journaled get their bytes back from the source, for the replay.
-  const filled = await fillFromSource([...opened.records].sort((a, b) => a.seq - b.seq), sourceBytes, Math.min(...replicas.map(r => opened.cursors[r.url] ?? 0)))
-  if (filled.lost) {
-    log.warn('journal', 'a file written before the last run stopped had names that the journal does not show, and it lost the one it knew: resyncing the whole tree after the replay')
-    inFlight.add('/')
-  }
-  await journalResyncs(opened, replicas.map(r => r.url), inFlight)
+  const { lostSeq } = await fillFromSource([...opened.records].sort((a, b) => a.seq - b.seq), sourceBytes, Math.min(...replicas.map(r => opened.cursors[r.url] ?? 0)))
+  // Bytes the replay cannot have: the replicas that had yet to apply them get the whole tree.
+  const whole = replicas.map(r => r.url).filter(url => (opened.cursors[url] ?? 0) < lostSeq)
+  if (whole.length > 0) log.warn('journal', `the bytes of a write made before the last run stopped cannot be read from the source under any name the journal knows (a hard link it does not show, or a read error): resyncing the whole tree to ${whole.join(', ')} after the replay`)
+  await journalResyncs(opened, replicas.map(r => r.url), inFlight, whole)
   const replicator = new Replicator(replicas, {
     mode: c.mode,
     quorum: c.quorum,
@@ -143,15 +142,17 @@ async function readIntents (stateDir: string): Promise<Set<string>> {
 
 /**
  * Async mode: each in-flight path becomes a resync record, journaled before the mount starts
- * a new intents file, so the repair survives another kill. Resyncs a killed run had journaled
+ * a new intents file, so the repair survives another kill; so does a whole-tree resync for
+ * each replica in `whole`. Resyncs a killed run had journaled
  * and some replica had yet to apply are journaled again with them, after every other record:
  * a replay then runs in seq order and each replica's cursor only moves forward.
  */
-async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, urls: string[], inFlight: Set<string>): Promise<void> {
+async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, urls: string[], inFlight: Set<string>, whole: string[]): Promise<void> {
   const oldest = Math.min(...urls.map(u => opened.cursors[u] ?? 0))
   // Each path once, for every replica or (a repair) for the one that needed it.
   const resyncs = new Map<string, Mutation>()
   for (const path of inFlight) resyncs.set(`\0${path}`, { op: 'resync', path, uid: 0, gid: 0 })
+  for (const replica of whole) resyncs.set(`${replica}\0/`, { op: 'resync', path: '/', uid: 0, gid: 0, replica })
   for (const r of opened.records) {
     if (r.m.op === 'resync' && r.seq > oldest) resyncs.set(`${r.m.replica ?? ''}\0${r.m.path}`, r.m)
   }
