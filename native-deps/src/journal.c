@@ -195,10 +195,10 @@ static int record_v (const char *op, const char *path, const char *key2, const c
   return res;
 }
 
-int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *data, size_t n, const char *fmt, ...) {
+int rfs_journal_record (const char *op, const char *path, const char *key2, const char *str2, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  int res = record_v(op, path, key2, str2, data, n, -1, fmt, ap);
+  int res = record_v(op, path, key2, str2, NULL, 0, -1, fmt, ap);
   va_end(ap);
   return res;
 }

@@ -349,7 +349,7 @@ static int give_to_caller (int fd, const char *path) {
 // kernel sends no release for it: the replicas get one anyway (queued, as the record was), so
 // that they publish the file the source keeps.
 static void orphaned (const char *path, int fd) {
-  if (rfs_journal_record("release", path, NULL, NULL, NULL, 0, "\"fh\":%d,\"mtime\":0,\"atime\":0", fd) != 0) {}
+  if (rfs_journal_record("release", path, NULL, NULL, "\"fh\":%d,\"mtime\":0,\"atime\":0", fd) != 0) {}
 }
 
 static int ap_open_ (const char *path, struct fuse_file_info *fi) {
@@ -364,7 +364,7 @@ static int ap_open_ (const char *path, struct fuse_file_info *fi) {
   uint32_t links = fstat(fd, &st) == 0 ? (uint32_t) st.st_nlink : 1;
   int res = 1;
   if (rfs_journal_on()) {
-    res = rfs_journal_record("open-truncate", path, NULL, NULL, NULL, 0, "\"fh\":%d,\"links\":%" PRIu32, fd, links);
+    res = rfs_journal_record("open-truncate", path, NULL, NULL, "\"fh\":%d,\"links\":%" PRIu32, fd, links);
     if (res < 0) orphaned(path, fd);
   }
   if (res == 1) {
@@ -403,7 +403,7 @@ static int ap_create_ (const char *path, mode_t mode, struct fuse_file_info *fi)
   if (!replicating) return 0;
   int res = 1;
   if (rfs_journal_on()) {
-    res = rfs_journal_record("create", path, NULL, NULL, NULL, 0, "\"mode\":%u,\"flags\":%d,\"fh\":%d", (unsigned) mode, fi->flags, fd);
+    res = rfs_journal_record("create", path, NULL, NULL, "\"mode\":%u,\"flags\":%d,\"fh\":%d", (unsigned) mode, fi->flags, fd);
     if (res < 0) orphaned(path, fd);
   }
   if (res == 1) {
@@ -439,7 +439,7 @@ static int ap_flush (const char *path, struct fuse_file_info *fi) {
   // Writes went out with pwrite: nothing is buffered here. close(2) waits for this answer,
   // not release's, so replicas publish a file written under a temp name now.
   if (!replicating || !writable(fi->fh)) return 0;
-  CHANGE(0, ("flush", path, NULL, NULL, NULL, 0, "\"fh\":%" PRIu64, fi->fh), js.flush(path, fi));
+  CHANGE(0, ("flush", path, NULL, NULL, "\"fh\":%" PRIu64, fi->fh), js.flush(path, fi));
 }
 
 static int ap_release (const char *path, struct fuse_file_info *fi) {
@@ -455,7 +455,7 @@ static int ap_release (const char *path, struct fuse_file_info *fi) {
       atime = (uint32_t) st.st_atim.tv_sec;
     }
     int res = 1;
-    if (rfs_journal_on()) res = rfs_journal_record("release", path, NULL, NULL, NULL, 0, "\"fh\":%" PRIu64 ",\"mtime\":%" PRIu32 ",\"atime\":%" PRIu32, fi->fh, mtime, atime);
+    if (rfs_journal_on()) res = rfs_journal_record("release", path, NULL, NULL, "\"fh\":%" PRIu64 ",\"mtime\":%" PRIu32 ",\"atime\":%" PRIu32, fi->fh, mtime, atime);
     if (res == 1) {
       rfs_set_extra(mtime, atime);
       rfs_set_result(0);
@@ -477,12 +477,12 @@ static int ap_truncate_ (const char *path, off_t size) {
   int err = full(p, sizeof(p), path);
   if (err) return err;
   if (truncate(p, size) < 0) return -errno;
-  CHANGE(0, ("truncate", path, NULL, NULL, NULL, 0, "\"fh\":null,\"size\":%" PRId64, (int64_t) size), js.truncate(path, size));
+  CHANGE(0, ("truncate", path, NULL, NULL, "\"fh\":null,\"size\":%" PRId64, (int64_t) size), js.truncate(path, size));
 }
 
 static int ap_ftruncate_ (const char *path, off_t size, struct fuse_file_info *fi) {
   if (ftruncate((int) fi->fh, size) < 0) return -errno;
-  CHANGE(0, ("truncate", path, NULL, NULL, NULL, 0, "\"fh\":%" PRIu64 ",\"size\":%" PRId64, fi->fh, (int64_t) size), js.ftruncate(path, size, fi));
+  CHANGE(0, ("truncate", path, NULL, NULL, "\"fh\":%" PRIu64 ",\"size\":%" PRId64, fi->fh, (int64_t) size), js.ftruncate(path, size, fi));
 }
 
 static int ap_mkdir_ (const char *path, mode_t mode) {
@@ -492,7 +492,7 @@ static int ap_mkdir_ (const char *path, mode_t mode) {
     unlinkat(root_fd, rel(path), AT_REMOVEDIR);
     return err;
   }
-  CHANGE(0, ("mkdir", path, NULL, NULL, NULL, 0, "\"mode\":%u", (unsigned) mode), js.mkdir(path, mode));
+  CHANGE(0, ("mkdir", path, NULL, NULL, "\"mode\":%u", (unsigned) mode), js.mkdir(path, mode));
 }
 
 static int ap_mknod_ (const char *path, mode_t mode, dev_t dev) {
@@ -502,7 +502,7 @@ static int ap_mknod_ (const char *path, mode_t mode, dev_t dev) {
     unlinkat(root_fd, rel(path), 0);
     return err;
   }
-  CHANGE(0, ("mknod", path, NULL, NULL, NULL, 0, "\"mode\":%u,\"rdev\":%" PRIu64, (unsigned) mode, (uint64_t) dev), js.mknod(path, mode, dev));
+  CHANGE(0, ("mknod", path, NULL, NULL, "\"mode\":%u,\"rdev\":%" PRIu64, (unsigned) mode, (uint64_t) dev), js.mknod(path, mode, dev));
 }
 
 static int ap_symlink_ (const char *target, const char *path) {
@@ -512,43 +512,43 @@ static int ap_symlink_ (const char *target, const char *path) {
     unlinkat(root_fd, rel(path), 0);
     return err;
   }
-  CHANGE(0, ("symlink", path, "target", target, NULL, 0, NULL), js.symlink(target, path));
+  CHANGE(0, ("symlink", path, "target", target, NULL), js.symlink(target, path));
 }
 
 static int ap_link_ (const char *from, const char *to) {
   if (linkat(root_fd, rel(from), root_fd, rel(to), 0) < 0) return -errno;
-  CHANGE(0, ("link", to, "from", from, NULL, 0, NULL), js.link(from, to));
+  CHANGE(0, ("link", to, "from", from, NULL), js.link(from, to));
 }
 
 static int ap_rename_ (const char *from, const char *to) {
   if (renameat(root_fd, rel_dot(from), root_fd, rel_dot(to)) < 0) return -errno;
-  CHANGE(0, ("rename", to, "from", from, NULL, 0, NULL), js.rename(from, to));
+  CHANGE(0, ("rename", to, "from", from, NULL), js.rename(from, to));
 }
 
 static int ap_unlink_ (const char *path) {
   if (unlinkat(root_fd, rel(path), 0) < 0) return -errno;
-  CHANGE(0, ("unlink", path, NULL, NULL, NULL, 0, NULL), js.unlink(path));
+  CHANGE(0, ("unlink", path, NULL, NULL, NULL), js.unlink(path));
 }
 
 static int ap_rmdir_ (const char *path) {
   if (unlinkat(root_fd, rel_dot(path), AT_REMOVEDIR) < 0) return -errno;
-  CHANGE(0, ("rmdir", path, NULL, NULL, NULL, 0, NULL), js.rmdir(path));
+  CHANGE(0, ("rmdir", path, NULL, NULL, NULL), js.rmdir(path));
 }
 
 static int ap_chmod_ (const char *path, mode_t mode) {
   if (fchmodat(root_fd, rel_dot(path), mode, 0) < 0) return -errno;
-  CHANGE(0, ("chmod", path, NULL, NULL, NULL, 0, "\"mode\":%u", (unsigned) mode), js.chmod(path, mode));
+  CHANGE(0, ("chmod", path, NULL, NULL, "\"mode\":%u", (unsigned) mode), js.chmod(path, mode));
 }
 
 static int ap_chown_ (const char *path, uid_t uid, gid_t gid) {
   const char *r = rel(path);
   if (fchownat(root_fd, r, uid, gid, AT_SYMLINK_NOFOLLOW | (*r == '\0' ? AT_EMPTY_PATH : 0)) < 0) return -errno;
-  CHANGE(0, ("chown", path, NULL, NULL, NULL, 0, "\"owner\":%" PRIu32 ",\"group\":%" PRIu32, (uint32_t) uid, (uint32_t) gid), js.chown(path, uid, gid));
+  CHANGE(0, ("chown", path, NULL, NULL, "\"owner\":%" PRIu32 ",\"group\":%" PRIu32, (uint32_t) uid, (uint32_t) gid), js.chown(path, uid, gid));
 }
 
 static int ap_utimens_ (const char *path, const struct timespec tv[2]) {
   if (utimensat(root_fd, rel_dot(path), tv, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
-  CHANGE(0, ("utimens", path, NULL, NULL, NULL, 0, "\"atime\":{\"sec\":%" PRId64 ",\"nsec\":%ld},\"mtime\":{\"sec\":%" PRId64 ",\"nsec\":%ld}",
+  CHANGE(0, ("utimens", path, NULL, NULL, "\"atime\":{\"sec\":%" PRId64 ",\"nsec\":%ld},\"mtime\":{\"sec\":%" PRId64 ",\"nsec\":%ld}",
     (int64_t) tv[0].tv_sec, tv[0].tv_nsec, (int64_t) tv[1].tv_sec, tv[1].tv_nsec), js.utimens(path, tv));
 }
 
@@ -563,7 +563,7 @@ static int mode_as_chmod (const char *path) {
   struct stat st;
   if (fstatat(root_fd, rel_dot(path), &st, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
   mode_t mode = st.st_mode & 07777;
-  CHANGE(0, ("chmod", path, NULL, NULL, NULL, 0, "\"mode\":%u", (unsigned) mode), js.chmod(path, mode));
+  CHANGE(0, ("chmod", path, NULL, NULL, "\"mode\":%u", (unsigned) mode), js.chmod(path, mode));
 }
 
 static int ap_setxattr_ (const char *path, const char *name, const char *value, size_t size, int flags) {
