@@ -143,9 +143,9 @@ async function readIntents (stateDir: string): Promise<Set<string>> {
 /**
  * Async mode: each in-flight path becomes a resync record, journaled before the mount starts
  * a new intents file, so the repair survives another kill; so does a whole-tree resync for
- * each replica in `whole`. Resyncs a killed run had journaled
- * and some replica had yet to apply are journaled again with them, after every other record:
- * a replay then runs in seq order and each replica's cursor only moves forward.
+ * each replica in `whole`. Resyncs a killed run had journaled and some replica had yet to
+ * apply are journaled again with them, after every other record: a replay then runs in seq
+ * order and each replica's cursor only moves forward.
  */
 async function journalResyncs (opened: { journal: Journal, records: JournalRecord[], cursors: Record<string, number> }, urls: string[], inFlight: Set<string>, whole: string[]): Promise<void> {
   const oldest = Math.min(...urls.map(u => opened.cursors[u] ?? 0))
