@@ -1,10 +1,10 @@
 // replicafs journal appends on libfuse's threads (async mode): a change through the mount
 // (a write, a create, a rename...) is recorded in the journal here, right after local.c
-// applied it to the source, and answers without a trip into JS. Each record is the one src/replication/journal.ts writes (same
-// framing, same checksum, a JSON header), except that a write's bytes stay out of the file:
-// the source holds them, and a replay reads them there. JS takes the records as they come,
-// a write's bytes with it (woken through a thread-safe function), and queues them for the
-// replicas' shippers, in seq order.
+// applied it to the source, and answers without a trip into JS. Each record is the one
+// src/replication/journal.ts writes (same framing, same checksum, a JSON header), except that
+// a write's bytes stay out of the file: the source holds them, and a replay reads them there.
+// JS takes the records as they come, a write's bytes with it (woken through a thread-safe
+// function), and queues them for the replicas' shippers, in seq order.
 //
 // One counter of seqs for JS's changes and these: JS takes its own from here too, and takes
 // every record appended so far with it, so that its queues stay in seq order. The appends
@@ -92,7 +92,7 @@ static size_t json_bytes (unsigned char *out, const char *s) {
 }
 
 // The seq sits last in the header, padded to a fixed width, so that everything but it is
-// written (and the data's checksum taken) before the mutex.
+// written before the mutex.
 #define SEQ_WIDTH 20
 
 // Writes all of `len` bytes to the journal (the caller holds the mutex): 0 or an errno. A

@@ -133,6 +133,16 @@ function dataBytes (m: Mutation): number {
   return m.op === 'write' ? m.data.length : 0
 }
 
+/** A change as a link queues it, not yet sent anywhere. */
+function recOf (seq: number, m: Mutation): Rec {
+  return { seq, at: Date.now(), m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
+}
+
+/** The head of a link's queue that is being applied (the head, or the run of changes sent). */
+function started (link: Link): number {
+  return link.running ? Math.max(1, link.inFlight) : 0
+}
+
 /**
  * The replication hook: hands each change to every replica's link, in the source's order.
  *
@@ -204,14 +214,14 @@ export class Replicator implements ReplicationHook {
       }, PULL_AGAIN_MS)
     }
     for (const r of records) {
-      const rec: Rec = { seq: r.seq, at: Date.now(), m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null }
+      const rec = recOf(r.seq, r.m)
       for (const link of this.#links) this.#enqueue(link, rec)
     }
     if (seq > this.#seq) this.#seq = seq
   }
 
   apply (m: Mutation): void | Promise<void> {
-    const rec: Rec = { seq: this.#next(), at: Date.now(), m, bytes: dataBytes(m), acks: 0, fails: 0, waiter: null }
+    const rec = recOf(this.#next(), m)
     if (this.#o.mode === 'async') {
       detach(rec)
       for (const link of this.#links) this.#enqueue(link, rec)
@@ -337,13 +347,13 @@ export class Replicator implements ReplicationHook {
       link.applier.beginReplay()
       for (const r of behind) {
         if (r.m.op === 'resync') continue
-        this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: dataBytes(r.m), acks: 0, fails: 0, waiter: null })
+        this.#enqueue(link, recOf(r.seq, r.m))
         last = r.seq
       }
-      this.#enqueue(link, { seq: last, at: Date.now(), m: { op: 'finish-replay', uid: 0, gid: 0 }, bytes: 0, acks: 0, fails: 0, waiter: null })
+      this.#enqueue(link, recOf(last, { op: 'finish-replay', uid: 0, gid: 0 }))
       for (const r of behind) {
         if (r.m.op !== 'resync') continue
-        this.#enqueue(link, { seq: r.seq, at: Date.now(), m: r.m, bytes: 0, acks: 0, fails: 0, waiter: null })
+        this.#enqueue(link, recOf(r.seq, r.m))
         // A whole-tree resync to come for it: nothing older is needed again.
         if (r.m.path === '/' && (r.m.replica === undefined || r.m.replica === link.replica.url)) link.wholeResync = { seq: Math.max(link.wholeResync?.seq ?? 0, r.seq), journaled: true }
       }
@@ -356,7 +366,7 @@ export class Replicator implements ReplicationHook {
       return
     }
     // What this change cancels is never shipped (the head may be running: it stays).
-    const drop = cancelled(link.queue, link.running ? Math.max(1, link.inFlight) : 0, rec.m)
+    const drop = cancelled(link.queue, started(link), rec.m)
     for (let i = drop.length - 1; i >= 0; i--) {
       const [gone] = link.queue.splice(drop[i] as number, 1)
       link.queuedBytes -= (gone as Rec).bytes
@@ -370,14 +380,14 @@ export class Replicator implements ReplicationHook {
       // once while it waits for that resync; it may be switched again meanwhile).
       if (link.wholeResync === null) this.#o.log.warn('replica', `${link.replica.url}: more than ${this.#o.queueMaxBytes} bytes of changes queued; switching it to a resync of the whole tree`)
       // The change being applied now (the head, while running, or the writes sent) finishes as it is.
-      const dropped = link.queue.splice(link.running ? Math.max(1, link.inFlight) : 0)
+      const dropped = link.queue.splice(started(link))
       for (const r of dropped) {
         link.queuedBytes -= r.bytes
         this.#fail(r)
       }
       link.state = 'degraded'
       const resync: Mutation = { op: 'resync', path: '/', uid: 0, gid: 0, replica: link.replica.url }
-      link.queue.push({ seq: rec.seq, at: Date.now(), m: resync, bytes: 0, acks: 0, fails: 0, waiter: null })
+      link.queue.push(recOf(rec.seq, resync))
       // Journaled too, so that what it skipped can go from the journal (once the record is
       // in it) and a restart still knows to resync it.
       const whole = { seq: rec.seq, journaled: false }
@@ -562,7 +572,7 @@ export class Replicator implements ReplicationHook {
       // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
       for (const path of pathsOf(rec.m)) {
-        const repair: Rec = { seq: this.#next(), at: Date.now(), m: { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url }, bytes: 0, acks: 0, fails: 0, waiter: null }
+        const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
         for (const l of this.#links) this.#enqueue(l, repair)
         await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
           // Queued all the same; only a kill before it is applied would lose it.
@@ -636,7 +646,7 @@ export class Replicator implements ReplicationHook {
   #orphaned (m: Mutation): void {
     if (m.op !== 'create' && m.op !== 'open-truncate') return
     const release: Mutation = { op: 'release', path: m.path, fh: m.fh, mtime: 0, atime: 0, uid: m.uid, gid: m.gid }
-    const rec: Rec = { seq: this.#next(), at: Date.now(), m: release, bytes: 0, acks: 0, fails: 0, waiter: null }
+    const rec = recOf(this.#next(), release)
     for (const link of this.#links) this.#enqueue(link, rec)
     this.#o.journal?.append(rec.seq, release).catch(e => this.#o.log.error('journal', 'cannot journal a release', e))
   }
