@@ -44,8 +44,51 @@ extern unsigned long crc32 (unsigned long crc, const unsigned char *buf, unsigne
 struct rec {
   struct rec *next;
   size_t len;
+  // A buffer of POOL_BYTES from the pool (it goes back there once JS dropped it).
+  int pooled;
   unsigned char bytes[];
 };
+
+// The records of big writes reuse their buffers: a fresh one of 128 KiB for every write is a
+// fresh mapping whose 32 pages fault in while the writer waits. JS takes a copy, and the
+// buffer comes back here. Up to POOL_MAX buffers wait here; a write that needs more (or a
+// long path) takes malloc's.
+#define POOL_BYTES (sizeof(struct rec) + 12 + 8192 + 131072)
+#define POOL_MAX 64
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rec *pool = NULL;
+static int pool_n = 0;
+
+static struct rec *rec_alloc (size_t bytes) {
+  if (bytes > POOL_BYTES || bytes < POOL_BYTES / 4) {
+    struct rec *r = malloc(bytes);
+    if (r != NULL) r->pooled = 0;
+    return r;
+  }
+  pthread_mutex_lock(&pool_mu);
+  struct rec *r = pool;
+  if (r != NULL) {
+    pool = r->next;
+    pool_n--;
+  }
+  pthread_mutex_unlock(&pool_mu);
+  if (r == NULL && (r = malloc(POOL_BYTES)) != NULL) r->pooled = 1;
+  return r;
+}
+
+static void rec_free (struct rec *r) {
+  if (r->pooled) {
+    pthread_mutex_lock(&pool_mu);
+    if (pool_n < POOL_MAX) {
+      r->next = pool;
+      pool = r;
+      pool_n++;
+      r = NULL;
+    }
+    pthread_mutex_unlock(&pool_mu);
+  }
+  free(r);
+}
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int fd = -1;
@@ -131,7 +174,7 @@ static int record_v (const char *op, const char *path, const char *key2, const c
   size_t l2 = str2 == NULL ? 4 : strlen(str2);
   // The fixed parts, the fields fmt formats (200), uid, gid, src, links and the seq: under 450.
   size_t hmax = 450 + 6 * (l1 + l2) + SEQ_WIDTH;
-  struct rec *r = malloc(sizeof(struct rec) + 12 + hmax + n);
+  struct rec *r = rec_alloc(sizeof(struct rec) + 12 + hmax + n);
   // JS takes the change instead (it allocates on its own heap).
   if (r == NULL) return 1;
   unsigned char *b = r->bytes;
@@ -146,7 +189,7 @@ static int record_v (const char *op, const char *path, const char *key2, const c
     h[hl++] = ',';
     int k = vsnprintf((char *) h + hl, 200, fmt, ap);
     if (k < 0 || k >= 200) {
-      free(r);
+      rec_free(r);
       return 1;
     }
     hl += (size_t) k;
@@ -174,7 +217,7 @@ static int record_v (const char *op, const char *path, const char *key2, const c
   if (fd < 0) {
     // Stopped meanwhile (the mount is closing): JS takes the change instead.
     pthread_mutex_unlock(&mu);
-    free(r);
+    rec_free(r);
     return 1;
   }
   char digits[SEQ_WIDTH + 1];
@@ -265,12 +308,6 @@ static napi_value start (napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void free_rec (napi_env env, void *data, void *hint) {
-  int64_t left;
-  napi_adjust_external_memory(env, -(int64_t) ((struct rec *) hint)->len, &left);
-  free(hint);
-}
-
 // take(next): [...records appended since the last take (Buffers, in seq order), seq], where
 // seq is a fresh one for JS's own change when `next`, else the last handed out. When it
 // returns records, JS must call it again soon (it is not woken until a call finds none).
@@ -296,10 +333,18 @@ static napi_value take (napi_env env, napi_callback_info info) {
   while (list != NULL) {
     struct rec *r = list;
     list = r->next;
-    CHECK(napi_create_external_buffer(env, r->len, r->bytes, free_rec, r, &v));
-    // Counted as the heap's, so that the collector runs as the queued data grows.
-    int64_t total;
-    CHECK(napi_adjust_external_memory(env, (int64_t) r->len, &total));
+    // A copy on JS's heap, so that the buffer goes back to the pool now, warm, rather than
+    // when the collector finds it: the copy costs JS's thread, not the writer's.
+    napi_status st = napi_create_buffer_copy(env, r->len, r->bytes, NULL, &v);
+    rec_free(r);
+    if (st != napi_ok) {
+      while (list != NULL) {
+        r = list;
+        list = r->next;
+        rec_free(r);
+      }
+      THROW("replicafs journal: napi_create_buffer_copy failed");
+    }
     CHECK(napi_set_element(env, out, i++, v));
   }
   CHECK(napi_create_double(env, (double) s, &v));

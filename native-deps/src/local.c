@@ -54,6 +54,11 @@ static pthread_mutex_t intent_mu = PTHREAD_MUTEX_INITIALIZER;
 static long intents_in_flight = 0;
 static off_t intent_size = 0;
 
+// The intent appended last, while it is still in the file: a run of writes to one file
+// appends its path once, not once per write.
+static char last_intent[PATH_MAX];
+static size_t last_intent_len = 0;
+
 static void intent_begin (const char *a, const char *b) {
   if (intent_fd < 0 || a == NULL) return;
   char buf[2 * PATH_MAX + 8];
@@ -66,8 +71,13 @@ static void intent_begin (const char *a, const char *b) {
   if (lb) memcpy(buf + 4 + la, b, lb);
   pthread_mutex_lock(&intent_mu);
   intents_in_flight++;
-  ssize_t n = write(intent_fd, buf, 4 + la + lb);
-  if (n > 0) intent_size += n;
+  if (lb > 0 || la != last_intent_len || memcmp(a, last_intent, la) != 0) {
+    ssize_t n = write(intent_fd, buf, 4 + la + lb);
+    if (n > 0) intent_size += n;
+    // Only a whole record of one path is remembered: a torn one does not hold the path.
+    last_intent_len = n == (ssize_t) (4 + la) && lb == 0 ? la : 0;
+    if (last_intent_len > 0) memcpy(last_intent, a, la);
+  }
   pthread_mutex_unlock(&intent_mu);
 }
 
@@ -76,7 +86,10 @@ static void intent_end (const char *a) {
   pthread_mutex_lock(&intent_mu);
   // Nothing in flight: every intent so far is covered by the journal.
   if (--intents_in_flight == 0 && intent_size > 4096) {
-    if (ftruncate(intent_fd, 0) == 0) intent_size = 0;
+    if (ftruncate(intent_fd, 0) == 0) {
+      intent_size = 0;
+      last_intent_len = 0;
+    }
   }
   pthread_mutex_unlock(&intent_mu);
 }
@@ -119,6 +132,7 @@ int rfs_local_init (const char *root, int replicate, const char *intents, uint64
   replicating = replicate;
   if (intent_fd >= 0) close(intent_fd);
   intent_fd = -1;
+  last_intent_len = 0;
   if (intents != NULL && *intents) {
     intent_fd = open(intents, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (intent_fd < 0) return -errno;
