@@ -44,7 +44,8 @@ extern unsigned long crc32 (unsigned long crc, const unsigned char *buf, unsigne
 struct rec {
   struct rec *next;
   size_t len;
-  // A buffer of POOL_BYTES from the pool (it goes back there once JS dropped it).
+  // A buffer of POOL_BYTES, of the pool: it goes back there (or is freed, the pool being
+  // full) as soon as take() has copied it for JS.
   int pooled;
   unsigned char bytes[];
 };
@@ -327,25 +328,34 @@ static napi_value take (napi_env env, napi_callback_info info) {
   uint64_t s = next ? ++seq : seq;
   pthread_mutex_unlock(&mu);
 
+  // Each is copied onto JS's heap, so that its buffer goes back to the pool now, warm,
+  // rather than when the collector finds it: the copy costs JS's thread, not the writer's.
+  // Freed only once all are copied: if one cannot be (JS's heap is full), all of them go
+  // back to the head of the queue, in order, for a later take (the next change wakes JS).
   napi_value out, v;
-  CHECK(napi_create_array(env, &out));
+  bool ok = napi_create_array(env, &out) == napi_ok;
   uint32_t i = 0;
+  for (struct rec *r = list; ok && r != NULL; r = r->next) {
+    ok = napi_create_buffer_copy(env, r->len, r->bytes, NULL, &v) == napi_ok &&
+      napi_set_element(env, out, i++, v) == napi_ok;
+  }
+  if (!ok) {
+    pthread_mutex_lock(&mu);
+    if (list != NULL) {
+      struct rec **end = &list;
+      while (*end != NULL) end = &(*end)->next;
+      *end = head;
+      if (head == NULL) tail = end;
+      head = list;
+    }
+    woken = 0;
+    pthread_mutex_unlock(&mu);
+    THROW("replicafs journal: cannot copy the records for JS");
+  }
   while (list != NULL) {
     struct rec *r = list;
     list = r->next;
-    // A copy on JS's heap, so that the buffer goes back to the pool now, warm, rather than
-    // when the collector finds it: the copy costs JS's thread, not the writer's.
-    napi_status st = napi_create_buffer_copy(env, r->len, r->bytes, NULL, &v);
     rec_free(r);
-    if (st != napi_ok) {
-      while (list != NULL) {
-        r = list;
-        list = r->next;
-        rec_free(r);
-      }
-      THROW("replicafs journal: napi_create_buffer_copy failed");
-    }
-    CHECK(napi_set_element(env, out, i++, v));
   }
   CHECK(napi_create_double(env, (double) s, &v));
   CHECK(napi_set_element(env, out, i, v));

@@ -71,9 +71,15 @@ static void intent_begin (const char *a, const char *b) {
   if (lb) memcpy(buf + 4 + la, b, lb);
   pthread_mutex_lock(&intent_mu);
   intents_in_flight++;
-  if (lb > 0 || la != last_intent_len || memcmp(a, last_intent, la) != 0) {
+  if (lb > 0 || la == 0 || la != last_intent_len || memcmp(a, last_intent, la) != 0) {
     ssize_t n = write(intent_fd, buf, 4 + la + lb);
-    if (n > 0) intent_size += n;
+    if (n == (ssize_t) (4 + la + lb)) {
+      intent_size += n;
+    } else if (n > 0 && ftruncate(intent_fd, intent_size) < 0) {
+      // A torn record would end the log there at the next start, and the records after it
+      // with it: it is cut off again (or, failing that, counted as there).
+      intent_size += n;
+    }
     // Only a whole record of one path is remembered: a torn one does not hold the path.
     last_intent_len = n == (ssize_t) (4 + la) && lb == 0 ? la : 0;
     if (last_intent_len > 0) memcpy(last_intent, a, la);
