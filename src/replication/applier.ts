@@ -228,10 +228,11 @@ export class Applier {
    * A change that is one request to the replica, sent at once, without waiting for the
    * changes before it to be answered (the replica applies calls in the order sent), so that a
    * run of them is pipelined: a write or the release of a file with nothing left to publish
-   * or set (the close of its handle), on a handle open here already. Both are safe to repeat
-   * after a failure of a change sent before them. null where it cannot go out at once (no
-   * handle yet, more than one request, or a replica that does not keep the order): `apply`
-   * it, in turn, instead.
+   * or set (the close of its handle), on a handle open here already; a chmod, chown or
+   * utimens (a setstat of the name the file has on the replica now). All are safe to repeat
+   * after a failure of a change sent before them, and none changes what this applier knows
+   * of names. null where it cannot go out at once (no handle yet, more than one request, or
+   * a replica that does not keep the order): `apply` it, in turn, instead.
    */
   now (m: Mutation): Promise<void> | null {
     if (!this.#r.ordered) return null
@@ -261,8 +262,29 @@ export class Applier {
         this.#open.delete(m.fh)
         return this.#r.closeHandle(h)
       }
+      case 'chmod':
+      case 'chown':
+      case 'utimens':
+        return this.#setstat(m)
       default:
         return null
+    }
+  }
+
+  /** A chmod, chown or utimens: one setstat of the name the file has on the replica now. */
+  #setstat (m: Extract<Mutation, { op: 'chmod' | 'chown' | 'utimens' }>): Promise<void> {
+    const r = this.#r
+    switch (m.op) {
+      case 'chmod':
+        return r.chmod(this.#target(m.path), m.mode)
+      case 'chown':
+        return r.chown(this.#target(m.path), m.owner, m.group)
+      case 'utimens': {
+        // The times are set after the writes before them: the release need not set them again.
+        for (const f of this.#open.values()) if (f.path === m.path) f.dirty = false
+        const now = Date.now() / 1000
+        return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
+      }
     }
   }
 
@@ -406,14 +428,9 @@ export class Applier {
       case 'rmdir':
         return r.rmdir(m.path)
       case 'chmod':
-        return r.chmod(this.#target(m.path), m.mode)
       case 'chown':
-        return r.chown(this.#target(m.path), m.owner, m.group)
-      case 'utimens': {
-        for (const f of this.#open.values()) if (f.path === m.path) f.dirty = false
-        const now = Date.now() / 1000
-        return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
-      }
+      case 'utimens':
+        return this.#setstat(m)
       case 'resync':
         // The whole tree (a replica switched to it, too far behind): the changes it skipped
         // included files' writes and releases, so what this applier has open is forgotten;
