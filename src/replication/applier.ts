@@ -228,13 +228,11 @@ export class Applier {
    * A change that is one request to the replica, sent at once, without waiting for the
    * changes before it to be answered (the replica applies calls in the order sent), so that a
    * run of them is pipelined: a write or the release of a file with nothing left to publish
-   * or set (the close of its handle), on a handle open here already; the flush of a file
-   * written under a temp name (its publish: the rename into place); a chmod, chown or
+   * or set (the close of its handle), on a handle open here already; a chmod, chown or
    * utimens (a setstat of the name the file has on the replica now). All are safe to repeat
-   * after a failure of a change sent before them (a publish repeated finds its temp file
-   * gone, and its path is resynced). null where it cannot go out at once (no handle yet,
-   * more than one request, or a replica that does not keep the order): `apply` it, in turn,
-   * instead.
+   * after a failure of a change sent before them, and none changes what this applier knows
+   * of names. null where it cannot go out at once (no handle yet, more than one request, or
+   * a replica that does not keep the order): `apply` it, in turn, instead.
    */
   now (m: Mutation): Promise<void> | null {
     if (!this.#r.ordered) return null
@@ -263,22 +261,6 @@ export class Applier {
         this.#handles.delete(m.fh)
         this.#open.delete(m.fh)
         return this.#r.closeHandle(h)
-      }
-      case 'flush': {
-        const f = this.#open.get(m.fh)
-        if (f?.temp == null) return Promise.resolve()
-        // Its temp file must exist on the replica: its open has been answered.
-        if (this.#handles.get(m.fh) === undefined || this.#ready.get(m.fh) === undefined) return null
-        // The changes sent after it name the file as published; if the rename fails, the
-        // file is under its temp name again here, as apply would leave it (a lost connection
-        // publishes it again; a refusal gets its path resynced).
-        const temp = f.temp
-        f.temp = null
-        const published = f.path === null ? this.#unlinkIfThere(temp) : this.#r.rename(temp, f.path)
-        return published.catch(err => {
-          f.temp ??= temp
-          throw err
-        })
       }
       case 'chmod':
       case 'chown':
