@@ -61,29 +61,32 @@ static size_t last_intent_len = 0;
 
 static void intent_begin (const char *a, const char *b) {
   if (intent_fd < 0 || a == NULL) return;
-  char buf[2 * PATH_MAX + 8];
   size_t la = strnlen(a, PATH_MAX), lb = b == NULL ? 0 : strnlen(b, PATH_MAX);
+  pthread_mutex_lock(&intent_mu);
+  intents_in_flight++;
+  // Already in the log (the last one appended, not cut since): nothing to write.
+  if (lb == 0 && la > 0 && la == last_intent_len && memcmp(a, last_intent, la) == 0) {
+    pthread_mutex_unlock(&intent_mu);
+    return;
+  }
+  char buf[2 * PATH_MAX + 8];
   buf[0] = (char) (la & 0xff);
   buf[1] = (char) (la >> 8);
   memcpy(buf + 2, a, la);
   buf[2 + la] = (char) (lb & 0xff);
   buf[3 + la] = (char) (lb >> 8);
   if (lb) memcpy(buf + 4 + la, b, lb);
-  pthread_mutex_lock(&intent_mu);
-  intents_in_flight++;
-  if (lb > 0 || la == 0 || la != last_intent_len || memcmp(a, last_intent, la) != 0) {
-    ssize_t n = write(intent_fd, buf, 4 + la + lb);
-    if (n == (ssize_t) (4 + la + lb)) {
-      intent_size += n;
-    } else if (n > 0 && ftruncate(intent_fd, intent_size) < 0) {
-      // A torn record would end the log there at the next start, and the records after it
-      // with it: it is cut off again (or, failing that, counted as there).
-      intent_size += n;
-    }
-    // Only a whole record of one path is remembered: a torn one does not hold the path.
-    last_intent_len = n == (ssize_t) (4 + la) && lb == 0 ? la : 0;
-    if (last_intent_len > 0) memcpy(last_intent, a, la);
+  ssize_t n = write(intent_fd, buf, 4 + la + lb);
+  if (n == (ssize_t) (4 + la + lb)) {
+    intent_size += n;
+  } else if (n > 0 && ftruncate(intent_fd, intent_size) < 0) {
+    // A torn record would end the log there at the next start, and the records after it
+    // with it: it is cut off again (or, failing that, counted as there).
+    intent_size += n;
   }
+  // Only a whole record of one path is remembered: a torn one does not hold the path.
+  last_intent_len = n == (ssize_t) (4 + la) && lb == 0 ? la : 0;
+  if (last_intent_len > 0) memcpy(last_intent, a, la);
   pthread_mutex_unlock(&intent_mu);
 }
 
