@@ -4,8 +4,13 @@ import { E } from '../errors'
 import { ReplicaError, type RemoteHandle, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { Mirror } from './mirror'
-import { UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
+import { afterRename, UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
+
+/** How to undo one change of an applier's open files: a file's fields, or a descriptor's file. */
+type Undo =
+  | { f: OpenFile, path: string | null, temp: string | null, replaces: boolean, dirty: boolean, shares: OpenFile | null }
+  | { f: null, fh: number, was: OpenFile | undefined }
 
 /** A file opened for writing through the mount, as the replica sees it. */
 interface OpenFile {
@@ -54,10 +59,6 @@ function tempFor (path: string, fh: number): string {
   return `${dir}${TEMP_PREFIX}${id}${TEMP_SUFFIX}`
 }
 
-function under (path: string, dir: string): boolean {
-  return path.length > dir.length && path.startsWith(dir) && path[dir.length] === '/'
-}
-
 /** Seconds with their fraction (SFTP keeps the whole seconds; a file:// replica more). */
 function seconds (t: Timespec, now: number): number | null {
   if (t.nsec === UTIME_OMIT) return null
@@ -84,6 +85,14 @@ export class Applier {
   readonly #ready = new Map<number, RemoteHandle>()
   /** While a journal replay runs: paths written through descriptors opened before it. */
   #orphans: Set<string> | null = null
+  /**
+   * How to undo each change of what this applier knows of open files since the oldest change
+   * not answered yet (`mark`, `settled`): after a lost connection the changes from there on are
+   * sent again, and each must find what it found the first time (`rollback`).
+   */
+  readonly #undo: Undo[] = []
+  /** Undo entries dropped from the front of #undo so far (marks count from the start). */
+  #undone = 0
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.#r = replica
@@ -105,6 +114,67 @@ export class Applier {
     this.#handles.clear()
   }
 
+  /** Where the undo log is now: taken before a change is sent. */
+  mark (): number {
+    return this.#undone + this.#undo.length
+  }
+
+  /** Every change sent before `mark` has been answered: their undo entries go. */
+  settled (mark: number): void {
+    const n = mark - this.#undone
+    if (n <= 0) return
+    this.#undo.splice(0, n)
+    this.#undone = mark
+  }
+
+  /**
+   * The connection was lost with the changes sent from `mark` on unanswered: what they did
+   * to this applier's open files is undone, latest first, so that each finds, sent again,
+   * what it found the first time. (What they did on the replica stays done, or not: each is
+   * safe to repeat, or fails and gets its path resynced.)
+   */
+  rollback (mark: number): void {
+    const keep = Math.max(0, mark - this.#undone)
+    for (let i = this.#undo.length - 1; i >= keep; i--) {
+      const u = this.#undo[i] as Undo
+      if (u.f === null) {
+        if (u.was === undefined) this.#open.delete(u.fh)
+        else this.#open.set(u.fh, u.was)
+      } else {
+        u.f.path = u.path
+        u.f.temp = u.temp
+        u.f.replaces = u.replaces
+        u.f.dirty = u.dirty
+        u.f.shares = u.shares
+      }
+    }
+    this.#undo.length = keep
+  }
+
+  /** `f` as it is now, for an undo: called before any of its fields changes. */
+  #save (f: OpenFile): void {
+    this.#undo.push({ f, path: f.path, temp: f.temp, replaces: f.replaces, dirty: f.dirty, shares: f.shares })
+  }
+
+  /** The file open as `fh` is now `f` (undefined: none). */
+  #setOpen (fh: number, f: OpenFile | undefined): void {
+    this.#undo.push({ f: null, fh, was: this.#open.get(fh) })
+    if (f === undefined) this.#open.delete(fh)
+    else this.#open.set(fh, f)
+  }
+
+  /** Written since its times were set. */
+  #dirty (f: OpenFile | undefined, dirty: boolean): void {
+    if (f === undefined || f.dirty === dirty) return
+    this.#save(f)
+    f.dirty = dirty
+  }
+
+  /** `f` closed: forgotten, unless its descriptor number is another file's already. */
+  #forget (fh: number, f: OpenFile | undefined): void {
+    if (f !== undefined && this.#open.get(fh) === f) this.#setOpen(fh, undefined)
+  }
+
 
   /**
    * End of a journal replay: files whose release the journal never saw (the daemon was
@@ -122,7 +192,7 @@ export class Applier {
         if (err instanceof ReplicaError && err.transient) throw err
         if (f.path !== null) repair.add(f.path)
       }
-      this.#open.delete(fh)
+      this.#setOpen(fh, undefined)
     }
     this.#orphans = null
     for (const path of repair) await this.#mirror().path(path)
@@ -140,7 +210,7 @@ export class Applier {
   async #forgetOpen (): Promise<void> {
     const handles = [...this.#handles.values()]
     this.#handles.clear()
-    this.#open.clear()
+    for (const fh of [...this.#open.keys()]) this.#setOpen(fh, undefined)
     await Promise.all(handles.map(h => h.then(x => this.#r.closeHandle(x)).catch(() => {})))
   }
 
@@ -177,7 +247,7 @@ export class Applier {
     const r = this.#r
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
-    this.#open.set(fh, { path, temp: atomic ? name : null, replaces, dirty: false, shares: null })
+    this.#setOpen(fh, { path, temp: atomic ? name : null, replaces, dirty: false, shares: null })
     const opening = this.#remember(fh, r.openWrite(name, true, true, mode))
     const h = await opening
     // The server's umask may have narrowed the mode.
@@ -193,6 +263,7 @@ export class Applier {
   async #drop (f: OpenFile): Promise<void> {
     // State changes only once the replica has done it: a retry after a reconnect redoes it.
     if (f.temp !== null) await this.#unlinkIfThere(f.temp)
+    this.#save(f)
     f.path = null
     f.temp = null
   }
@@ -206,10 +277,26 @@ export class Applier {
   }
 
   async #publish (f: OpenFile): Promise<void> {
-    if (f.temp === null) return
+    const temp = f.temp
+    if (temp === null) return
     // Forgotten only once done: a rename lost with the connection is retried after it.
-    if (f.path === null) await this.#unlinkIfThere(f.temp)
-    else await this.#r.rename(f.temp, f.path)
+    try {
+      if (f.path === null) await this.#unlinkIfThere(temp)
+      else await this.#r.rename(temp, f.path)
+    } catch (err) {
+      // The temp file is not there (its directory is, as it is the file's): renamed already,
+      // the answer lost with a connection. Later changes name the file as published; the
+      // failure gets its path resynced all the same.
+      if (err instanceof ReplicaError && err.errno === E.ENOENT) this.#published(f, temp)
+      throw err
+    }
+    this.#published(f, temp)
+  }
+
+  /** `f`, written under `temp`, is published now (if not since moved on). */
+  #published (f: OpenFile, temp: string): void {
+    if (f.temp !== temp) return
+    this.#save(f)
     f.temp = null
   }
 
@@ -229,10 +316,10 @@ export class Applier {
    * changes before it to be answered (the replica applies calls in the order sent), so that a
    * run of them is pipelined: a write or the release of a file with nothing left to publish
    * or set (the close of its handle), on a handle open here already; a chmod, chown or
-   * utimens (a setstat of the name the file has on the replica now). All are safe to repeat
-   * after a failure of a change sent before them, and none changes what this applier knows
-   * of names. null where it cannot go out at once (no handle yet, more than one request, or
-   * a replica that does not keep the order): `apply` it, in turn, instead.
+   * utimens (a setstat of the name the file has on the replica now). After a lost
+   * connection the caller rolls back (`rollback`) and sends them again, in order. null where
+   * it cannot go out at once (no handle yet, more than one request, or a replica that does not
+   * keep the order): `apply` it, in turn, instead.
    */
   now (m: Mutation): Promise<void> | null {
     if (!this.#r.ordered) return null
@@ -252,14 +339,14 @@ export class Applier {
         if (h === undefined) return null
         const f = this.#open.get(m.fh)
         if (m.op === 'write') {
-          if (f !== undefined) f.dirty = true
+          this.#dirty(f, true)
           return this.#r.write(h, m.offset, m.data)
         }
         if (f === undefined || f.temp !== null || (f.dirty && f.path !== null && m.mtime > 0)) return null
         // Forgotten now, as apply forgets it once closed: the server drops the handle anyway if
         // the connection is lost first, and any other failure gets the path resynced.
         this.#handles.delete(m.fh)
-        this.#open.delete(m.fh)
+        this.#forget(m.fh, f)
         return this.#r.closeHandle(h)
       }
       case 'chmod':
@@ -281,7 +368,7 @@ export class Applier {
         return r.chown(this.#target(m.path), m.owner, m.group)
       case 'utimens': {
         // The times are set after the writes before them: the release need not set them again.
-        for (const f of this.#open.values()) if (f.path === m.path) f.dirty = false
+        for (const f of this.#open.values()) if (f.path === m.path) this.#dirty(f, false)
         const now = Date.now() / 1000
         return r.utimes(this.#target(m.path), seconds(m.atime, now), seconds(m.mtime, now))
       }
@@ -298,12 +385,16 @@ export class Applier {
       if (path === null) return null
       this.#orphans?.add(path)
       f = { path, temp: null, replaces: false, dirty: false, shares: this.#pending(path) ?? null }
-      this.#open.set(fh, f)
+      this.#setOpen(fh, f)
     }
-    // Never opened here, or closed as least recently used: reopen, without truncating.
+    // Never opened here, closed as least recently used, or lost with a connection: reopen,
+    // without truncating, and without creating: a file that is not there was renamed or
+    // published meanwhile (by a change sent after this one, whose answer was lost), and a new
+    // empty one in its place would be published or renamed over the whole file. The write
+    // fails instead, and the path is resynced.
     const p = f.shares?.temp ?? f.temp ?? f.path
     if (p === null) return null
-    return this.#remember(fh, this.#r.openWrite(p, true, false, 0o644))
+    return this.#remember(fh, this.#r.openWrite(p, false, false, 0o644))
   }
 
   async apply (m: Mutation): Promise<void> {
@@ -316,13 +407,13 @@ export class Applier {
       case 'open-truncate': {
         this.#closeStale(m.fh)
         if (!this.#o.atomicPublish) {
-          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, dirty: false, shares: null })
+          this.#setOpen(m.fh, { path: m.path, temp: null, replaces: false, dirty: false, shares: null })
           await this.#remember(m.fh, r.openWrite(m.path, true, true, 0o644))
           return
         }
         // A file with other names (hard links) must keep its inode: truncate it in place.
         if (m.links > 1) {
-          this.#open.set(m.fh, { path: m.path, temp: null, replaces: false, dirty: false, shares: null })
+          this.#setOpen(m.fh, { path: m.path, temp: null, replaces: false, dirty: false, shares: null })
           await this.#remember(m.fh, r.openWrite(m.path, true, true, 0o644))
           return
         }
@@ -333,16 +424,14 @@ export class Applier {
       case 'write': {
         const h = this.#handleFor(m.fh, m.path)
         if (h === null) return
-        const f = this.#open.get(m.fh)
-        if (f !== undefined) f.dirty = true
+        this.#dirty(this.#open.get(m.fh), true)
         return r.write(await h, m.offset, m.data)
       }
       case 'truncate': {
         if (m.fh !== null) {
           const h = this.#handleFor(m.fh, m.path)
           if (h === null) return
-          const f = this.#open.get(m.fh)
-          if (f !== undefined) f.dirty = true
+          this.#dirty(this.#open.get(m.fh), true)
           return r.ftruncate(await h, m.size)
         }
         if (m.path !== null) return r.truncate(this.#target(m.path), m.size)
@@ -374,10 +463,10 @@ export class Applier {
           // Kept for a retry after a lost connection (it publishes and sets times again);
           // forgotten after any other failure (the path gets resynced), so that a reused
           // descriptor number never finds it.
-          if (!(err instanceof ReplicaError && err.transient)) this.#open.delete(m.fh)
+          if (!(err instanceof ReplicaError && err.transient)) this.#forget(m.fh, f)
           throw err
         }
-        this.#open.delete(m.fh)
+        this.#forget(m.fh, f)
         return
       }
       case 'mkdir':
@@ -403,16 +492,21 @@ export class Applier {
         const replaced = this.#pending(m.path)
         if (replaced !== undefined && replaced !== moving) await this.#drop(replaced)
         for (const f of this.#open.values()) {
-          if (f.temp !== null && under(f.temp, m.from)) f.temp = m.path + f.temp.slice(m.from.length)
-          if (f.path === null) continue
-          if (f.path === m.from) f.path = m.path
-          else if (under(f.path, m.from)) f.path = m.path + f.path.slice(m.from.length)
+          const temp = f.temp === null ? null : afterRename(f.temp, m.from, m.path)
+          const path = f.path === null ? null : afterRename(f.path, m.from, m.path)
+          if (temp === f.temp && path === f.path) continue
+          this.#save(f)
+          f.temp = temp
+          f.path = path
         }
         // Not yet on the replica under its name: it lands at the new name when published;
         // the old file it replaces (O_TRUNC) leaves the old name now.
         if (moving !== undefined) {
-          if (moving.replaces) await this.#unlinkIfThere(m.from)
-          moving.replaces = false
+          if (moving.replaces) {
+            await this.#unlinkIfThere(m.from)
+            this.#save(moving)
+            moving.replaces = false
+          }
           return
         }
         return r.rename(m.from, m.path)
@@ -448,7 +542,7 @@ export class Applier {
 
   /** A descriptor number reused by the source after a release we never saw. */
   #closeStale (fh: number): void {
-    this.#open.delete(fh)
+    this.#setOpen(fh, undefined)
     const h = this.#handles.get(fh)
     this.#handles.delete(fh)
     h?.then(x => this.#r.closeHandle(x)).catch(() => {})

@@ -4,7 +4,7 @@ import { ReplicaError, type Replica } from '../replica/replica'
 import { Applier, type ApplierOptions } from './applier'
 import { cancelled } from './compact'
 import type { Journal, JournalRecord, SharedAppends } from './journal'
-import type { Mutation, ReplicationHook } from './mutation'
+import { afterRename, type Mutation, type ReplicationHook } from './mutation'
 
 export type Mode = 'sync' | 'async'
 
@@ -127,6 +127,26 @@ function pathsOf (m: Mutation): string[] {
     case 'finish-replay': return []
     default: return m.path === null ? [] : [m.path]
   }
+}
+
+/** The last changes queued for `link` are repairs, one of them of `path`. */
+function repairQueued (link: Link, path: string): boolean {
+  for (let i = link.queue.length - 1; i > 0; i--) {
+    const m = (link.queue[i] as Rec).m
+    if (m.op !== 'resync') return false
+    if (m.path === path && m.replica === link.replica.url) return true
+  }
+  return false
+}
+
+/** Where `path` is named once the changes queued after the head (`queue[0]`) are applied. */
+function nameAfter (queue: readonly Rec[], path: string): string {
+  let p = path
+  for (let i = 1; i < queue.length; i++) {
+    const m = (queue[i] as Rec).m
+    if (m.op === 'rename') p = afterRename(p, m.from, m.path)
+  }
+  return p
 }
 
 function dataBytes (m: Mutation): number {
@@ -414,17 +434,23 @@ export class Replicator implements ReplicationHook {
           this.#passed(link, rec)
           continue
         }
-        const sent = link.applier.now(rec.m)
+        const applier = link.applier
+        const mark = applier.mark()
+        const sent = applier.now(rec.m)
         if (sent !== null) {
-          await this.#pipelined(link, sent)
+          await this.#pipelined(link, sent, mark)
           continue
         }
         try {
-          await link.applier.apply(rec.m)
+          await applier.apply(rec.m)
         } catch (err) {
+          // Lost with the connection: sent again after it, finding what it found this time.
+          if (err instanceof ReplicaError && err.transient) applier.rollback(mark)
+          else applier.settled(applier.mark())
           await this.#failed(link, rec, err)
           continue
         }
+        applier.settled(applier.mark())
         this.#applied(link, rec)
       }
     } finally {
@@ -456,8 +482,11 @@ export class Replicator implements ReplicationHook {
    * closes are safe to repeat; the one other change is the last, as a single change in flight
    * would be).
    */
-  async #pipelined (link: Link, first: Promise<void>): Promise<void> {
+  async #pipelined (link: Link, first: Promise<void>, firstMark: number): Promise<void> {
+    const applier = link.applier
     const sent = [first]
+    // Where the applier's undo log was as each was sent (Applier.rollback).
+    const marks = [firstMark]
     let bytes = (link.queue[0] as Rec).bytes
     let more = true
     try {
@@ -466,9 +495,10 @@ export class Replicator implements ReplicationHook {
           const next = link.queue[sent.length]
           // Repairs, and the end of a replay, read the source: they run on their own.
           if (next === undefined || next.m.op === 'resync' || next.m.op === 'finish-replay') break
-          let p = link.applier.now(next.m)
+          marks.push(applier.mark())
+          let p = applier.now(next.m)
           if (p === null) {
-            p = link.applier.apply(next.m)
+            p = applier.apply(next.m)
             more = false
           }
           // Awaited in turn; not "unhandled" while an earlier one is awaited.
@@ -485,16 +515,19 @@ export class Replicator implements ReplicationHook {
           failure = err ?? new Error('failed')
         }
         sent.shift()
+        const mark = marks.shift() as number
         bytes -= rec.bytes
         if (failure === null) {
           link.inFlight = sent.length
+          applier.settled(marks[0] ?? applier.mark())
           this.#applied(link, rec)
           continue
         }
         if (failure instanceof ReplicaError && failure.transient) {
-          // The connection is gone: what was sent after it comes round again after the
-          // reconnect (the writes and closes are safe to repeat; the one other change last).
+          // The connection is gone: what was sent from this one on comes round again after
+          // the reconnect, each finding what it found this time (see Applier.now).
           await Promise.allSettled(sent)
+          applier.rollback(mark)
           link.inFlight = 0
           await this.#failed(link, rec, failure)
           return
@@ -503,6 +536,7 @@ export class Replicator implements ReplicationHook {
         // their own, and are counted as their answers say, in order (never sent twice).
         link.inFlight = sent.length + 1
         await this.#failed(link, rec, failure)
+        applier.settled(marks[0] ?? applier.mark())
         link.inFlight = sent.length
       }
     } finally {
@@ -571,8 +605,16 @@ export class Replicator implements ReplicationHook {
       // it is journaled before this change counts as applied, so a kill cannot lose it. It is
       // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
-      for (const path of pathsOf(rec.m)) {
+      const paths = pathsOf(rec.m)
+      for (let i = 0; i < paths.length; i++) {
+        const path = paths[i] as string
+        // Already to be repaired after every change so far (a run of writes refused in turn).
+        if (repairQueued(link, path)) continue
         const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
+        // The changes queued after this one may rename the path (or a directory above it)
+        // before the repair runs: where it is named then is repaired too.
+        const later = nameAfter(link.queue, path)
+        if (!paths.includes(later)) paths.push(later)
         for (const l of this.#links) this.#enqueue(l, repair)
         await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
           // Queued all the same; only a kill before it is applied would lose it.
