@@ -93,6 +93,8 @@ export class Applier {
   readonly #undo: Undo[] = []
   /** Undo entries dropped from the front of #undo so far (marks count from the start). */
   #undone = 0
+  /** Publishes sent and not answered yet, by temp name: a new file under that name waits. */
+  readonly #publishing = new Map<string, Promise<void>>()
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.#r = replica
@@ -248,6 +250,9 @@ export class Applier {
     const atomic = this.#o.atomicPublish
     const name = atomic ? tempFor(path, fh) : path
     this.#setOpen(fh, { path, temp: atomic ? name : null, replaces, dirty: false, shares: null })
+    // The same name (same path, same descriptor number) still being published: once it has
+    // gone, or a repeat of that rename after a lost connection would move this new file.
+    await this.#publishing.get(name)?.catch(() => {})
     const opening = this.#remember(fh, r.openWrite(name, true, true, mode))
     const h = await opening
     // The server's umask may have narrowed the mode.
@@ -315,8 +320,9 @@ export class Applier {
    * A change that is one request to the replica, sent at once, without waiting for the
    * changes before it to be answered (the replica applies calls in the order sent), so that a
    * run of them is pipelined: a write or the release of a file with nothing left to publish
-   * or set (the close of its handle), on a handle open here already; a chmod, chown or
-   * utimens (a setstat of the name the file has on the replica now). After a lost
+   * or set (the close of its handle), on a handle open here already; the flush of a file
+   * written under a temp name (its publish: the rename into place), its open answered; a
+   * chmod, chown or utimens (a setstat of the name the file has on the replica now). After a lost
    * connection the caller rolls back (`rollback`) and sends them again, in order. null where
    * it cannot go out at once (no handle yet, more than one request, or a replica that does not
    * keep the order): `apply` it, in turn, instead.
@@ -349,6 +355,14 @@ export class Applier {
         this.#forget(m.fh, f)
         return this.#r.closeHandle(h)
       }
+      case 'flush': {
+        const f = this.#open.get(m.fh)
+        const temp = f?.temp ?? null
+        if (f === undefined || temp === null) return Promise.resolve()
+        // Its temp file must exist on the replica: its open has been answered.
+        if (this.#handles.get(m.fh) === undefined || this.#ready.get(m.fh) === undefined) return null
+        return this.#sendPublish(f, temp)
+      }
       case 'chmod':
       case 'chown':
       case 'utimens':
@@ -356,6 +370,27 @@ export class Applier {
       default:
         return null
     }
+  }
+
+  /**
+   * A publish sent ahead of the answers: the changes sent after it find the file published,
+   * as they will on the replica. Until it is answered, a new file written under the same temp
+   * name waits (a publish sent again after a lost connection would move that one instead).
+   */
+  #sendPublish (f: OpenFile, temp: string): Promise<void> {
+    const path = f.path
+    this.#published(f, temp)
+    const renamed = path === null ? this.#unlinkIfThere(temp) : this.#r.rename(temp, path)
+    const done = renamed.catch((err: unknown) => {
+      // Its temp file is not there: published already (its answer lost with a connection).
+      if (err instanceof ReplicaError && err.errno === E.ENOENT) this.#published(f, temp)
+      throw err
+    })
+    const settled = done.then(() => {}, () => {}).then(() => {
+      if (this.#publishing.get(temp) === settled) this.#publishing.delete(temp)
+    })
+    this.#publishing.set(temp, settled)
+    return done
   }
 
   /** A chmod, chown or utimens: one setstat of the name the file has on the replica now. */
