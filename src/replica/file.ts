@@ -9,6 +9,7 @@ import { confine, ReplicaError, type RemoteHandle, type RemoteStat, type Replica
 export class FileReplica implements Replica {
   /** Calls run on libuv's thread pool, several at once: not in the order sent. */
   readonly ordered = false
+  readonly chownAtOnce = false
   readonly url: string
   readonly #root: string
 

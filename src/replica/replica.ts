@@ -12,10 +12,16 @@ export interface Replica {
   readonly url: string
   /**
    * Calls sent before the answers to earlier ones are applied in the order sent (an SFTP
-   * server answers a channel's requests in turn), and write and closeHandle are one request
-   * each, sent before they return: a run of them may then be pipelined (Applier.now).
+   * server answers a channel's requests in turn), and write, closeHandle, rename, chmod and
+   * utimes (of both times) send all their requests before they return: a run of them may
+   * then be pipelined (Applier.now).
    */
   readonly ordered: boolean
+  /**
+   * With `ordered`: chown by path is one request too (else it looks at the file first). A
+   * rename, a chmod and a utimes of both times always are.
+   */
+  readonly chownAtOnce: boolean
   /** Connects (or reconnects). Rejects with a ReplicaError; `permanent` ones need a human. */
   connect (): Promise<void>
   close (): Promise<void>

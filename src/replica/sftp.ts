@@ -383,9 +383,18 @@ export class SftpReplica implements Replica {
       await this.#req(`rename ${from}`, (s, cb) => s.ext_openssh_rename(a, b, cb))
       return
     }
-    // Plain SFTP rename refuses an existing target.
-    await this.#req(`unlink ${to}`, (s, cb) => s.unlink(b, cb)).catch(() => {})
-    await this.#req(`rename ${from}`, (s, cb) => s.rename(a, b, cb))
+    // Plain SFTP rename refuses an existing target: the unlink goes first, sent with it (the
+    // server applies them in turn), so that both are sent before this returns, as a pipelined
+    // run needs (Applier.now). The rename's answer is the one that counts.
+    const unlinked = this.#req(`unlink ${to}`, (s, cb) => s.unlink(b, cb)).catch(() => {})
+    const renamed = this.#req<void>(`rename ${from}`, (s, cb) => s.rename(a, b, cb))
+    await unlinked
+    await renamed
+  }
+
+  /** chown by path is one request (lsetstat@openssh.com), sent before it returns. */
+  get chownAtOnce (): boolean {
+    return this.#extensions.has('lsetstat@openssh.com')
   }
 
   symlink (target: string, path: string): Promise<void> {

@@ -93,6 +93,12 @@ export class Applier {
   readonly #undo: Undo[] = []
   /** Undo entries dropped from the front of #undo so far (marks count from the start). */
   #undone = 0
+  /**
+   * Open files a change was refused for (a write, their publish): what the replica holds of
+   * them is not to be trusted, and their release gets their path resynced. Not undone by a
+   * rollback: a refusal is an answer.
+   */
+  readonly #broken = new WeakSet<OpenFile>()
   /** Publishes sent and not answered yet, by temp name: a new file under that name waits. */
   readonly #publishing = new Map<string, Promise<void>>()
 
@@ -172,6 +178,16 @@ export class Applier {
     f.dirty = dirty
   }
 
+  /**
+   * The replica refused `m` (its path is being resynced): if it acted on an open file, that
+   * file is copied again once released, as the resync may run before the file is complete.
+   */
+  refused (m: Mutation): void {
+    if (!('fh' in m) || typeof m.fh !== 'number' || m.op === 'release') return
+    const f = this.#open.get(m.fh)
+    if (f !== undefined) this.#broken.add(f)
+  }
+
   /** `f` closed: forgotten, unless its descriptor number is another file's already. */
   #forget (fh: number, f: OpenFile | undefined): void {
     if (f !== undefined && this.#open.get(fh) === f) this.#setOpen(fh, undefined)
@@ -185,8 +201,9 @@ export class Applier {
   async finishAll (): Promise<void> {
     // Files opened before the replay's start: what the replay wrote into them went in place,
     // not where the killed run was writing them (a temp file). Copied whole below, with any
-    // file whose publish fails here.
-    const repair = new Set(this.#orphans ?? [])
+    // file whose publish fails here. Kept until all are copied: after a lost connection this
+    // runs again and finds them all again.
+    const repair = this.#orphans ??= new Set()
     for (const [fh, f] of [...this.#open]) {
       try {
         await this.#close(fh, f)
@@ -194,10 +211,20 @@ export class Applier {
         if (err instanceof ReplicaError && err.transient) throw err
         if (f.path !== null) repair.add(f.path)
       }
+      if (this.#broken.has(f) && f.path !== null) repair.add(f.path)
       this.#setOpen(fh, undefined)
     }
+    let refused: unknown = null
+    for (const path of repair) {
+      try {
+        await this.#mirror().path(path)
+      } catch (err) {
+        if (err instanceof ReplicaError && err.transient) throw err
+        refused ??= err
+      }
+    }
     this.#orphans = null
-    for (const path of repair) await this.#mirror().path(path)
+    if (refused !== null) throw refused
   }
 
   /** The replica's handle of `fh` closed, and the file published where it was written aside. */
@@ -348,7 +375,7 @@ export class Applier {
           this.#dirty(f, true)
           return this.#r.write(h, m.offset, m.data)
         }
-        if (f === undefined || f.temp !== null || (f.dirty && f.path !== null && m.mtime > 0)) return null
+        if (f === undefined || f.temp !== null || this.#broken.has(f) || (f.dirty && f.path !== null && m.mtime > 0)) return null
         // Forgotten now, as apply forgets it once closed: the server drops the handle anyway if
         // the connection is lost first, and any other failure gets the path resynced.
         this.#handles.delete(m.fh)
@@ -363,9 +390,12 @@ export class Applier {
         if (this.#handles.get(m.fh) === undefined || this.#ready.get(m.fh) === undefined) return null
         return this.#sendPublish(f, temp)
       }
-      case 'chmod':
       case 'chown':
+        return this.#r.chownAtOnce ? this.#setstat(m) : null
       case 'utimens':
+        // One time left as it is: the replica reads the file first.
+        return m.atime.nsec === UTIME_OMIT || m.mtime.nsec === UTIME_OMIT ? null : this.#setstat(m)
+      case 'chmod':
         return this.#setstat(m)
       default:
         return null
@@ -380,12 +410,7 @@ export class Applier {
   #sendPublish (f: OpenFile, temp: string): Promise<void> {
     const path = f.path
     this.#published(f, temp)
-    const renamed = path === null ? this.#unlinkIfThere(temp) : this.#r.rename(temp, path)
-    const done = renamed.catch((err: unknown) => {
-      // Its temp file is not there: published already (its answer lost with a connection).
-      if (err instanceof ReplicaError && err.errno === E.ENOENT) this.#published(f, temp)
-      throw err
-    })
+    const done = path === null ? this.#unlinkIfThere(temp) : this.#r.rename(temp, path)
     const settled = done.then(() => {}, () => {}).then(() => {
       if (this.#publishing.get(temp) === settled) this.#publishing.delete(temp)
     })
@@ -479,13 +504,18 @@ export class Applier {
       }
       case 'flush': {
         const f = this.#open.get(m.fh)
+        if (f === undefined && m.path !== null) this.#orphans?.add(m.path)
         if (f?.temp == null) return
         await this.#handles.get(m.fh)
         return this.#publish(f)
       }
       case 'release': {
         const f = this.#open.get(m.fh)
-        if (f === undefined) return
+        if (f === undefined) {
+          // Replayed, of a file the replay never saw written: copied at the replay's end.
+          if (m.path !== null) this.#orphans?.add(m.path)
+          return
+        }
         try {
           await this.#close(m.fh, f)
           if (f.dirty && f.path !== null && m.mtime > 0) {
@@ -494,6 +524,7 @@ export class Applier {
               if (!(err instanceof ReplicaError && err.errno === E.ENOENT)) throw err
             })
           }
+          if (this.#broken.has(f)) throw new ReplicaError(`${f.path ?? m.path}: a change to it was refused while it was open; copying it again`, E.EIO)
         } catch (err) {
           // Kept for a retry after a lost connection (it publishes and sets times again);
           // forgotten after any other failure (the path gets resynced), so that a reused

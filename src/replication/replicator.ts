@@ -69,6 +69,11 @@ class Link {
   running = false
   /** Changes sent and not answered yet: the first this many of the queue (never compacted). */
   inFlight = 0
+  /**
+   * Changes sent and lost with the connection, to be sent again: the first this many of the
+   * queue (never compacted either: the replica may have applied them).
+   */
+  resend = 0
   appliedSeq = 0
   backoffMs = 0
   appliedOps = 0
@@ -139,14 +144,21 @@ function repairQueued (link: Link, path: string): boolean {
   return false
 }
 
-/** Where `path` is named once the changes queued after the head (`queue[0]`) are applied. */
-function nameAfter (queue: readonly Rec[], path: string): string {
-  let p = path
+/**
+ * Where the node at `path` is named once the changes queued after the head (`queue[0]`) are
+ * applied: renamed (or moved with a directory), and hard-linked.
+ */
+function namesAfter (queue: readonly Rec[], path: string): string[] {
+  const names = [path]
   for (let i = 1; i < queue.length; i++) {
     const m = (queue[i] as Rec).m
-    if (m.op === 'rename') p = afterRename(p, m.from, m.path)
+    if (m.op === 'rename') {
+      for (let j = 0; j < names.length; j++) names[j] = afterRename(names[j] as string, m.from, m.path)
+    } else if (m.op === 'link' && names.includes(m.from)) {
+      names.push(m.path)
+    }
   }
-  return p
+  return names
 }
 
 function dataBytes (m: Mutation): number {
@@ -160,7 +172,7 @@ function recOf (seq: number, m: Mutation): Rec {
 
 /** The head of a link's queue that is being applied (the head, or the run of changes sent). */
 function started (link: Link): number {
-  return link.running ? Math.max(1, link.inFlight) : 0
+  return link.running ? Math.max(1, link.inFlight, link.resend) : 0
 }
 
 /**
@@ -441,13 +453,18 @@ export class Replicator implements ReplicationHook {
           await this.#pipelined(link, sent, mark)
           continue
         }
+        let failure: unknown = null
         try {
           await applier.apply(rec.m)
         } catch (err) {
+          failure = err ?? new Error('failed')
+        }
+        if (rec.m.op === 'resync') await this.#followRenames(link, rec.m.path)
+        if (failure !== null) {
           // Lost with the connection: sent again after it, finding what it found this time.
-          if (err instanceof ReplicaError && err.transient) applier.rollback(mark)
+          if (failure instanceof ReplicaError && failure.transient) applier.rollback(mark)
           else applier.settled(applier.mark())
-          await this.#failed(link, rec, err)
+          await this.#failed(link, rec, failure)
           continue
         }
         applier.settled(applier.mark())
@@ -528,6 +545,7 @@ export class Replicator implements ReplicationHook {
           // the reconnect, each finding what it found this time (see Applier.now).
           await Promise.allSettled(sent)
           applier.rollback(mark)
+          link.resend = sent.length + 1
           link.inFlight = 0
           await this.#failed(link, rec, failure)
           return
@@ -562,15 +580,21 @@ export class Replicator implements ReplicationHook {
     if (link.wholeResync !== null && rec.seq >= link.wholeResync.seq) link.wholeResync = null
   }
 
-  #passed (link: Link, rec: Rec): void {
+  /** The head of the queue is done with (applied, passed by or refused). */
+  #shift (link: Link): void {
     link.queue.shift()
+    if (link.resend > 0) link.resend--
+  }
+
+  #passed (link: Link, rec: Rec): void {
+    this.#shift(link)
     this.#advance(link, rec.seq)
     this.#ack(rec)
   }
 
   #applied (link: Link, rec: Rec): void {
     this.#wholeResyncDone(link, rec)
-    link.queue.shift()
+    this.#shift(link)
     link.queuedBytes -= rec.bytes
     link.appliedOps++
     link.appliedBytes += rec.bytes
@@ -595,7 +619,11 @@ export class Replicator implements ReplicationHook {
       this.#applied(link, rec)
       return
     }
-    if (rec.m.op === 'resync') {
+    // A repair that found the source changed under it (a name gone between two looks) goes
+    // again, where the changes that did it leave the path.
+    const code = err instanceof ReplicaError ? undefined : (err as NodeJS.ErrnoException | null)?.code
+    const moved = rec.m.op === 'resync' && rec.m.path !== '/' && (code === 'ENOENT' || code === 'ENOTDIR')
+    if (rec.m.op === 'resync' && !moved) {
       this.#wholeResyncDone(link, rec)
       this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
     } else {
@@ -605,27 +633,48 @@ export class Replicator implements ReplicationHook {
       // it is journaled before this change counts as applied, so a kill cannot lose it. It is
       // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
+      link.applier.refused(rec.m)
       const paths = pathsOf(rec.m)
       for (let i = 0; i < paths.length; i++) {
         const path = paths[i] as string
         // Already to be repaired after every change so far (a run of writes refused in turn).
         if (repairQueued(link, path)) continue
-        const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
-        // The changes queued after this one may rename the path (or a directory above it)
-        // before the repair runs: where it is named then is repaired too.
-        const later = nameAfter(link.queue, path)
-        if (!paths.includes(later)) paths.push(later)
-        for (const l of this.#links) this.#enqueue(l, repair)
-        await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
-          // Queued all the same; only a kill before it is applied would lose it.
-          this.#o.log.error('journal', `cannot journal the resync of ${JSON.stringify(path)}`, e)
-        })
+        // The changes queued after this one may rename the path (or a directory above it), or
+        // link it, before the repair runs: its names then are repaired too.
+        for (const later of namesAfter(link.queue, path)) if (!paths.includes(later)) paths.push(later)
+        await this.#repair(link, path)
       }
     }
-    link.queue.shift()
+    this.#shift(link)
     link.queuedBytes -= rec.bytes
     this.#advance(link, rec.seq)
     this.#fail(rec)
+  }
+
+  /**
+   * After a repair of `path` (the head of the queue) ran: it read the source as it is now, so
+   * where the changes queued after it rename the path (made on the source already: it found
+   * the old name gone), the name they give it is repaired after them.
+   */
+  async #followRenames (link: Link, path: string): Promise<void> {
+    if (path === '/') return
+    this.#pull()
+    for (const later of namesAfter(link.queue, path)) {
+      if (later !== path && !repairQueued(link, later)) await this.#repair(link, later)
+    }
+  }
+
+  /**
+   * Queues a resync of `path` for `link`'s replica, after every change made so far (journaled
+   * before it counts, so a kill cannot lose it): the others pass it by, in order.
+   */
+  async #repair (link: Link, path: string): Promise<void> {
+    const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
+    for (const l of this.#links) this.#enqueue(l, repair)
+    await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
+      // Queued all the same; only a kill before it is applied would lose it.
+      this.#o.log.error('journal', `cannot journal the resync of ${JSON.stringify(path)}`, e)
+    })
   }
 
   /** The replica has applied every change up to `seq`. */
@@ -655,6 +704,7 @@ export class Replicator implements ReplicationHook {
         void link.replica.close().catch(() => {})
         for (const r of link.queue.splice(0)) this.#fail(r)
         link.queuedBytes = 0
+        link.resend = 0
         return
       }
       link.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, link.backoffMs * 2))

@@ -18,14 +18,21 @@ import { TEMP_PREFIX } from '../../src/replication/temp'
 const uid = process.getuid?.() ?? 0
 const gid = process.getgid?.() ?? 0
 
+/** What goes wrong at call number `cut` (see flaky). */
+interface Fault { cut: number, kind: 'lost' | 'refused', appliedAtCut: boolean, lostBefore: number }
+
 /**
- * `inner`, in the order calls are made, with the connection lost at call number `cut`: that
- * call is applied first when `appliedAtCut`, and the `lostBefore` calls before it are applied
- * but their answers are lost with it (they were on the wire). Every call after it fails until
- * the next connect, which closes the handles opened before (as a server does) and disarms the
- * cut. A handle of an earlier connection is refused.
+ * `inner`, in the order calls are made, with a fault at call number `cut`. 'refused': that call
+ * is refused (EPERM), and not applied. 'lost': the connection is lost there; that call is
+ * applied first when `appliedAtCut`, and the `lostBefore` calls before it are applied but their
+ * answers are lost with it (they were on the wire). Every call after it fails until the next
+ * connect, which closes the handles opened before (as a server does) and disarms the cut.
+ * `onFault` is called at the refusal, or at that connect. A handle of an earlier connection is
+ * refused.
  */
-function flaky (inner: FileReplica, cut: number, appliedAtCut: boolean, lostBefore: number): { replica: Replica, calls: () => number } {
+function flaky (inner: FileReplica, fault: Fault, onFault: () => void): { replica: Replica, calls: () => number } {
+  let { cut } = fault
+  const { kind, appliedAtCut, lostBefore } = fault
   let calls = 0
   let down = false
   let chain: Promise<unknown> = Promise.resolve()
@@ -43,6 +50,7 @@ function flaky (inner: FileReplica, cut: number, appliedAtCut: boolean, lostBefo
           for (const h of opened) await target.closeHandle(h).catch(() => {})
           opened.clear()
           down = false
+          if (cut !== Infinity) onFault()
           cut = Infinity
         }
       }
@@ -55,7 +63,13 @@ function flaky (inner: FileReplica, cut: number, appliedAtCut: boolean, lostBefo
             throw new ReplicaError(`a handle of an earlier connection (${String(key)})`, E.EBADF)
           }
           const n = ++calls
-          if (n >= cut - lostBefore && n <= cut) {
+          if (kind === 'refused' && n === cut) {
+            cut = Infinity
+            // After the refusal's repair is queued.
+            setTimeout(onFault, 0)
+            throw new ReplicaError(`refused (test): ${String(key)}`, E.EPERM)
+          }
+          if (kind === 'lost' && n >= cut - lostBefore && n <= cut) {
             if (n === cut) down = true
             if (n < cut || appliedAtCut) {
               const r = await fn.apply(target, args).catch(() => null)
@@ -78,29 +92,38 @@ function flaky (inner: FileReplica, cut: number, appliedAtCut: boolean, lostBefo
 }
 
 /**
- * Makes the source what a run of uploads leaves (as cp -a and FTP servers do it: create,
- * write, set the mode and times, close; a file uploaded again over itself with the same
- * descriptor number; renames before and after a release; an unlink; a directory renamed),
- * and returns the changes the mount would have handed on, in order.
+ * A run of uploads made on the source (as cp -a and FTP servers do them: create, write, set
+ * the mode and times, close; a file uploaded again over itself with the same descriptor
+ * number; renames before and after a release; in-place appends; an unlink; a directory
+ * renamed), in two parts: each makes its changes on the source and returns the changes the
+ * mount would have handed on, in order.
  */
-function uploads (src: string): Mutation[] {
-  const ms: Mutation[] = []
+function uploads (src: string): { first: () => Mutation[], rest: () => Mutation[] } {
+  let ms: Mutation[] = []
   const who = { uid, gid }
   const at = (p: string) => join(src, p)
   const times = (p: string) => {
     const st = statSync(at(p))
     return { mtime: Math.floor(st.mtimeMs / 1000), atime: Math.floor(st.atimeMs / 1000) }
   }
+  const create = (path: string, fh: number) => {
+    writeFileSync(at(path), '')
+    ms.push({ op: 'create', path, mode: 0o644, flags: 0o101, fh, ...who })
+  }
+  const write = (path: string, fh: number, text: string) => {
+    const offset = statSync(at(path)).size
+    writeFileSync(at(path), text, { flag: 'a' })
+    ms.push({ op: 'write', path, fh, offset, data: Buffer.from(text), ...who })
+  }
+  const flush = (path: string, fh: number) => ms.push({ op: 'flush', path, fh, ...who })
   const file = (path: string, fh: number, parts: string[], opts: { truncate?: boolean, mode?: number, stamp?: number } = {}) => {
-    ms.push(opts.truncate === true
-      ? { op: 'open-truncate', path, fh, links: 1, ...who }
-      : { op: 'create', path, mode: 0o644, flags: 0o101, fh, ...who })
-    writeFileSync(at(path), parts.join(''))
-    let offset = 0
-    for (const p of parts) {
-      ms.push({ op: 'write', path, fh, offset, data: Buffer.from(p), ...who })
-      offset += p.length
+    if (opts.truncate === true) {
+      writeFileSync(at(path), '')
+      ms.push({ op: 'open-truncate', path, fh, links: 1, ...who })
+    } else {
+      create(path, fh)
     }
+    for (const p of parts) write(path, fh, p)
     if (opts.mode !== undefined) {
       chmodSync(at(path), opts.mode)
       ms.push({ op: 'chmod', path, mode: opts.mode, ...who })
@@ -110,56 +133,79 @@ function uploads (src: string): Mutation[] {
       const ts = { sec: opts.stamp, nsec: 0 }
       ms.push({ op: 'utimens', path, atime: ts, mtime: ts, ...who })
     }
-    ms.push({ op: 'flush', path, fh, ...who })
+    flush(path, fh)
   }
   const release = (path: string, fh: number) => ms.push({ op: 'release', path, fh, ...times(path), ...who })
   const rename = (from: string, path: string) => {
     renameSync(at(from), at(path))
     ms.push({ op: 'rename', from, path, ...who })
   }
-
-  mkdirSync(at('/d'))
-  ms.push({ op: 'mkdir', path: '/d', mode: 0o755, ...who })
-  file('/d/a', 5, ['alpha'], { mode: 0o640, stamp: 1_600_000_000 })
-  release('/d/a', 5)
-  file('/d/b', 5, ['bravo-1', '-2'])
-  release('/d/b', 5)
-  // More writes than a run sends ahead: some are answered before the rest go.
-  file('/d/l', 10, Array.from({ length: 40 }, (_, i) => `line ${i}\n`))
-  release('/d/l', 10)
-  // Uploaded again: the same path and descriptor number, so the same temp name.
-  file('/d/a', 5, ['alpha, again'], { truncate: true })
-  release('/d/a', 5)
-  // Renamed between its close and its release, and after its release.
-  file('/d/c', 6, ['charlie'], { stamp: 1_600_000_100 })
-  rename('/d/c', '/d/e')
-  release('/d/e', 6)
-  file('/d/g', 5, ['golf'])
-  release('/d/g', 5)
-  rename('/d/g', '/d/h')
-  file('/d/f', 7, ['foxtrot'])
-  release('/d/f', 7)
-  unlinkSync(at('/d/f'))
-  ms.push({ op: 'unlink', path: '/d/f', ...who })
-  // Written in place (opened without O_TRUNC), then closed, its descriptor number reused at once.
-  const append = (path: string, fh: number, text: string) => {
-    const offset = statSync(at(path)).size
-    writeFileSync(at(path), text, { flag: 'a' })
-    ms.push({ op: 'write', path, fh, offset, data: Buffer.from(text), ...who })
-    ms.push({ op: 'flush', path, fh, ...who })
+  const done = () => {
+    const out = ms
+    ms = []
+    return out
   }
-  append('/d/b', 8, '+more')
-  release('/d/b', 8)
-  file('/d/k', 8, ['kilo'])
-  release('/d/k', 8)
-  // Written in place, then renamed before its release.
-  append('/d/h', 9, '+hotel')
-  rename('/d/h', '/d/i')
-  release('/d/i', 9)
-  rename('/d', '/z')
-  file('/z/b', 5, ['bravo, again'], { truncate: true, stamp: 1_600_000_200 })
-  release('/z/b', 5)
-  return ms
+
+  const first = () => {
+    mkdirSync(at('/d'))
+    ms.push({ op: 'mkdir', path: '/d', mode: 0o755, ...who })
+    file('/d/a', 5, ['alpha'], { mode: 0o640, stamp: 1_600_000_000 })
+    release('/d/a', 5)
+    file('/d/b', 5, ['bravo-1', '-2'])
+    release('/d/b', 5)
+    // More writes than a run sends ahead: some are answered before the rest go.
+    file('/d/l', 10, Array.from({ length: 40 }, (_, i) => `line ${i}\n`))
+    release('/d/l', 10)
+    // Uploaded again: the same path and descriptor number, so the same temp name.
+    file('/d/a', 5, ['alpha, again'], { truncate: true })
+    release('/d/a', 5)
+    // Renamed between its close and its release, and after its release.
+    file('/d/c', 6, ['charlie'], { stamp: 1_600_000_100 })
+    rename('/d/c', '/d/e')
+    release('/d/e', 6)
+    file('/d/g', 5, ['golf'])
+    release('/d/g', 5)
+    rename('/d/g', '/d/h')
+    // Closed (flushed) through one descriptor while another goes on writing (below).
+    create('/d/m', 11)
+    write('/d/m', 11, 'hello')
+    flush('/d/m', 11)
+    // Two changes that are safe to send again, then a file created last, whose life ends below.
+    for (const p of ['/d/l', '/d/e']) {
+      chmodSync(at(p), 0o600)
+      ms.push({ op: 'chmod', path: p, mode: 0o600, ...who })
+    }
+    create('/d/f', 7)
+    return done()
+  }
+  // At a refusal (after its repair is queued), at the reconnect after a loss (so compaction
+  // meets the changes to be sent again), or once the first part is applied.
+  const rest = () => {
+    write('/d/m', 11, ' world')
+    flush('/d/m', 11)
+    release('/d/m', 11)
+    write('/d/f', 7, 'foxtrot')
+    flush('/d/f', 7)
+    release('/d/f', 7)
+    unlinkSync(at('/d/f'))
+    ms.push({ op: 'unlink', path: '/d/f', ...who })
+    // Written in place (opened without O_TRUNC), then closed, its descriptor number reused.
+    write('/d/b', 8, '+more')
+    flush('/d/b', 8)
+    release('/d/b', 8)
+    file('/d/k', 8, ['kilo'])
+    release('/d/k', 8)
+    // Written in place, then renamed before its release.
+    write('/d/h', 9, '+hotel')
+    flush('/d/h', 9)
+    rename('/d/h', '/d/i')
+    release('/d/i', 9)
+    rename('/d', '/z')
+    file('/z/b', 5, ['bravo, again'], { truncate: true, stamp: 1_600_000_200 })
+    release('/z/b', 5)
+    return done()
+  }
+  return { first, rest }
 }
 
 /** Every entry below `dir`: type, mode, mtime (seconds) and content, by path. */
@@ -179,10 +225,24 @@ function tree (dir: string, at = ''): Record<string, string> {
   return out
 }
 
-/** The changes shipped to a fresh replica cut at `cut`: the replica's tree, and the calls made. */
-async function ship (base: string, src: string, ms: Mutation[], cut: number, appliedAtCut: boolean, lostBefore: number): Promise<{ rep: string, calls: number, drained: boolean }> {
-  const rep = mkdtempSync(join(base, 'rep-'))
-  const f = flaky(new FileReplica(`file://${rep}`, rep), cut, appliedAtCut, lostBefore)
+/**
+ * The uploads made on a fresh source and shipped to a fresh replica with `fault`: the trees
+ * of both at the end, and the calls made.
+ */
+async function ship (base: string, fault: Fault): Promise<{ got: Record<string, string>, want: Record<string, string>, calls: number, drained: boolean }> {
+  const dir = mkdtempSync(join(base, 'run-'))
+  const src = join(dir, 'src')
+  const rep = join(dir, 'rep')
+  mkdirSync(src)
+  mkdirSync(rep)
+  const u = uploads(src)
+  let later = true
+  const more = () => {
+    if (!later) return
+    later = false
+    for (const m of u.rest()) void r.apply(m)
+  }
+  const f = flaky(new FileReplica(`file://${rep}`, rep), fault, more)
   const r = new Replicator([f.replica], {
     mode: 'async',
     quorum: 1,
@@ -192,45 +252,48 @@ async function ship (base: string, src: string, ms: Mutation[], cut: number, app
     journal: null,
     log: silentLogger,
   })
-  // All queued before the first is answered: the runs are as long as they get.
-  for (const m of ms) void r.apply(m)
-  // Every change applied, and the repairs they called for (queued after them) too.
-  const drained = await r.drain(20_000) && await r.settle(20_000)
-  await r.close()
-  return { rep, calls: f.calls(), drained }
+  try {
+    // All queued before the first is answered: the runs are as long as they get.
+    for (const m of u.first()) void r.apply(m)
+    let drained = await r.drain(20_000)
+    more()
+    // Every change applied, and the repairs they called for (queued after them) too.
+    drained &&= await r.drain(20_000) && await r.settle(20_000)
+    return { got: tree(rep), want: tree(src), calls: f.calls(), drained }
+  } finally {
+    await r.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
-t.test('a lost connection at any request of a pipelined run leaves the replica as the source', async t => {
+t.test('a lost connection or a refusal at any request of a pipelined run leaves the replica as the source', async t => {
   const base = mkdtempSync(join(tmpdir(), 'replicafs-pipeline-'))
   t.teardown(() => rmSync(base, { recursive: true, force: true }))
-  const src = join(base, 'src')
-  mkdirSync(src)
-  const ms = uploads(src)
-  const want = tree(src)
 
-  const whole = await ship(base, src, ms, Infinity, false, 0)
-  t.ok(whole.drained, 'with no loss, the replica applies every change')
-  t.same(tree(whole.rep), want, 'and holds what the source does')
+  const whole = await ship(base, { cut: Infinity, kind: 'lost', appliedAtCut: false, lostBefore: 0 })
+  t.ok(whole.drained, 'with no fault, the replica applies every change')
+  t.same(whole.got, whole.want, 'and holds what the source does')
   t.ok(whole.calls > 20, `in ${whole.calls} calls`)
 
-  let wrong = 0
-  let runs = 0
+  const faults: Fault[] = []
   for (let cut = 1; cut <= whole.calls; cut++) {
+    faults.push({ cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 })
     for (const lostBefore of [0, 2, 16]) {
-      for (const applied of [false, true]) {
-        const { rep, drained } = await ship(base, src, ms, cut, applied, lostBefore)
-        runs++
-        const got = tree(rep)
-        const temps = Object.keys(got).filter(p => p.slice(p.lastIndexOf('/') + 1).startsWith(TEMP_PREFIX))
-        const what = `lost at call ${cut}, ${applied ? 'after' : 'before'} the replica applied it, with the answers to the ${lostBefore} before it`
-        if (!drained || temps.length > 0 || JSON.stringify(got) !== JSON.stringify(want)) {
-          wrong++
-          const differ = [...new Set([...Object.keys(got), ...Object.keys(want)])].filter(k => got[k] !== want[k])
-          t.fail(what, { drained, temps, differ: differ.map(k => ({ path: k, got: got[k] ?? null, want: want[k] ?? null })) })
-        }
-        rmSync(rep, { recursive: true, force: true })
-      }
+      for (const appliedAtCut of [false, true]) faults.push({ cut, kind: 'lost', appliedAtCut, lostBefore })
     }
   }
-  t.equal(wrong, 0, `every one of the ${runs} losses converged, with no temp file left`)
+  let wrong = 0
+  for (const fault of faults) {
+    const { got, want, drained } = await ship(base, fault)
+    const temps = Object.keys(got).filter(p => p.slice(p.lastIndexOf('/') + 1).startsWith(TEMP_PREFIX))
+    if (!drained || temps.length > 0 || JSON.stringify(got) !== JSON.stringify(want)) {
+      wrong++
+      const differ = [...new Set([...Object.keys(got), ...Object.keys(want)])].filter(k => got[k] !== want[k])
+      const what = fault.kind === 'refused'
+        ? `refused at call ${fault.cut}`
+        : `lost at call ${fault.cut}, ${fault.appliedAtCut ? 'after' : 'before'} the replica applied it, with the answers to the ${fault.lostBefore} before it`
+      t.fail(what, { drained, temps, differ: differ.map(k => ({ path: k, got: got[k] ?? null, want: want[k] ?? null })) })
+    }
+  }
+  t.equal(wrong, 0, `every one of the ${faults.length} faults converged, with no temp file left`)
 })
