@@ -12,9 +12,10 @@ export interface Replica {
   readonly url: string
   /**
    * Calls sent before the answers to earlier ones are applied in the order sent (an SFTP
-   * server answers a channel's requests in turn), and write, closeHandle, rename, chmod and
-   * utimes (of both times) send all their requests before they return: a run of them may
-   * then be pipelined (Applier.now).
+   * server answers a channel's requests in turn), and write (up to the server's longest
+   * write: ssh2 sends the rest of a longer one after the first answer; OpenSSH takes 255 KiB,
+   * the mount writes 128 KiB), closeHandle, rename, chmod and utimes (of both times) send all
+   * their requests before they return: a run of them may then be pipelined (Applier.now).
    */
   readonly ordered: boolean
   /**

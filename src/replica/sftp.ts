@@ -388,8 +388,7 @@ export class SftpReplica implements Replica {
     // run needs (Applier.now). The rename's answer is the one that counts.
     const unlinked = this.#req(`unlink ${to}`, (s, cb) => s.unlink(b, cb)).catch(() => {})
     const renamed = this.#req<void>(`rename ${from}`, (s, cb) => s.rename(a, b, cb))
-    await unlinked
-    await renamed
+    await Promise.all([unlinked, renamed])
   }
 
   /** chown by path is one request (lsetstat@openssh.com), sent before it returns. */

@@ -185,7 +185,10 @@ export class Applier {
   refused (m: Mutation): void {
     if (!('fh' in m) || typeof m.fh !== 'number' || m.op === 'release') return
     const f = this.#open.get(m.fh)
-    if (f !== undefined) this.#broken.add(f)
+    if (f === undefined) return
+    this.#broken.add(f)
+    // Written into another descriptor's temp file: that one is published with it.
+    if (f.shares !== null) this.#broken.add(f.shares)
   }
 
   /** `f` closed: forgotten, unless its descriptor number is another file's already. */
@@ -249,6 +252,21 @@ export class Applier {
       for (const f of this.#open.values()) if (f.temp === path) return true
       return false
     })
+  }
+
+  /**
+   * A resync of `path` is to replace the files at and below it: those written in place lose
+   * their handles (a handle on the file replaced would write into one with no name), so later
+   * writes reopen the new one, and each is copied again once released.
+   */
+  #letGo (path: string): void {
+    for (const [fh, f] of this.#open) {
+      if (f.temp !== null || f.path === null || (f.path !== path && !f.path.startsWith(path + '/'))) continue
+      const h = this.#handles.get(fh)
+      this.#handles.delete(fh)
+      h?.then(x => this.#r.closeHandle(x)).catch(() => {})
+      this.#broken.add(f)
+    }
   }
 
   /** A journal replay starts: note the files it writes that it never saw opened. */
@@ -596,6 +614,7 @@ export class Applier {
         // included files' writes and releases, so what this applier has open is forgotten;
         // later writes to those files go in place, after the copy of what the source holds.
         if (m.path === '/') await this.#forgetOpen()
+        else this.#letGo(m.path)
         return this.#mirror().path(m.path)
       case 'finish-replay':
         return this.finishAll()

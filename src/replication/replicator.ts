@@ -1,3 +1,4 @@
+import { lstat } from 'node:fs/promises'
 import { E } from '../errors'
 import type { Logger } from '../log'
 import { ReplicaError, type Replica } from '../replica/replica'
@@ -146,15 +147,15 @@ function repairQueued (link: Link, path: string): boolean {
 
 /**
  * Where the node at `path` is named once the changes queued after the head (`queue[0]`) are
- * applied: renamed (or moved with a directory), and hard-linked.
+ * applied: renamed (or moved with a directory), and hard-linked too when `links`.
  */
-function namesAfter (queue: readonly Rec[], path: string): string[] {
+function namesAfter (queue: readonly Rec[], path: string, links: boolean): string[] {
   const names = [path]
   for (let i = 1; i < queue.length; i++) {
     const m = (queue[i] as Rec).m
     if (m.op === 'rename') {
       for (let j = 0; j < names.length; j++) names[j] = afterRename(names[j] as string, m.from, m.path)
-    } else if (m.op === 'link' && names.includes(m.from)) {
+    } else if (links && m.op === 'link' && names.includes(m.from)) {
       names.push(m.path)
     }
   }
@@ -459,7 +460,7 @@ export class Replicator implements ReplicationHook {
         } catch (err) {
           failure = err ?? new Error('failed')
         }
-        if (rec.m.op === 'resync') await this.#followRenames(link, rec.m.path)
+        if (rec.m.op === 'resync' && !(failure instanceof ReplicaError && failure.transient)) await this.#followRenames(link, rec.m.path)
         if (failure !== null) {
           // Lost with the connection: sent again after it, finding what it found this time.
           if (failure instanceof ReplicaError && failure.transient) applier.rollback(mark)
@@ -545,7 +546,7 @@ export class Replicator implements ReplicationHook {
           // the reconnect, each finding what it found this time (see Applier.now).
           await Promise.allSettled(sent)
           applier.rollback(mark)
-          link.resend = sent.length + 1
+          link.resend = Math.max(link.resend, sent.length + 1)
           link.inFlight = 0
           await this.#failed(link, rec, failure)
           return
@@ -622,7 +623,8 @@ export class Replicator implements ReplicationHook {
     // A repair that found the source changed under it (a name gone between two looks) goes
     // again, where the changes that did it leave the path.
     const code = err instanceof ReplicaError ? undefined : (err as NodeJS.ErrnoException | null)?.code
-    const moved = rec.m.op === 'resync' && rec.m.path !== '/' && (code === 'ENOENT' || code === 'ENOTDIR')
+    const moved = rec.m.op === 'resync' && rec.m.path !== '/' && (code === 'ENOENT' || code === 'ENOTDIR') &&
+      !await lstat(Buffer.from(this.#o.applier.sourceRoot + rec.m.path, 'latin1')).then(() => true, () => false)
     if (rec.m.op === 'resync' && !moved) {
       this.#wholeResyncDone(link, rec)
       this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
@@ -634,15 +636,13 @@ export class Replicator implements ReplicationHook {
       // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
       link.applier.refused(rec.m)
-      const paths = pathsOf(rec.m)
-      for (let i = 0; i < paths.length; i++) {
-        const path = paths[i] as string
+      // The changes queued after this one may rename a path (or a directory above it), or
+      // link it, before the repair runs: its names then are repaired too.
+      const paths = new Set<string>()
+      for (const path of pathsOf(rec.m)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
+      for (const path of paths) {
         // Already to be repaired after every change so far (a run of writes refused in turn).
-        if (repairQueued(link, path)) continue
-        // The changes queued after this one may rename the path (or a directory above it), or
-        // link it, before the repair runs: its names then are repaired too.
-        for (const later of namesAfter(link.queue, path)) if (!paths.includes(later)) paths.push(later)
-        await this.#repair(link, path)
+        if (!repairQueued(link, path)) await this.#repair(link, path)
       }
     }
     this.#shift(link)
@@ -658,8 +658,9 @@ export class Replicator implements ReplicationHook {
    */
   async #followRenames (link: Link, path: string): Promise<void> {
     if (path === '/') return
-    this.#pull()
-    for (const later of namesAfter(link.queue, path)) {
+    this.#look()
+    // Renames only: a link queued after it makes the new name the same file on the replica.
+    for (const later of namesAfter(link.queue, path, false)) {
       if (later !== path && !repairQueued(link, later)) await this.#repair(link, later)
     }
   }

@@ -208,6 +208,34 @@ function uploads (src: string): { first: () => Mutation[], rest: () => Mutation[
   return { first, rest }
 }
 
+/**
+ * A folder wrapped in a new folder of its own name (site/ moved to site/site/), queued after
+ * the changes to a file in it: a repair of that file follows both renames, once.
+ */
+function wrapped (src: string): { first: () => Mutation[], rest: () => Mutation[] } {
+  const who = { uid, gid }
+  const at = (p: string) => join(src, p)
+  const first = (): Mutation[] => {
+    mkdirSync(at('/site'))
+    writeFileSync(at('/site/i.html'), 'index')
+    const st = statSync(at('/site/i.html'))
+    mkdirSync(at('/w'))
+    renameSync(at('/site'), at('/w/site'))
+    renameSync(at('/w'), at('/site'))
+    return [
+      { op: 'mkdir', path: '/site', mode: 0o755, ...who },
+      { op: 'create', path: '/site/i.html', mode: 0o644, flags: 0o101, fh: 5, ...who },
+      { op: 'write', path: '/site/i.html', fh: 5, offset: 0, data: Buffer.from('index'), ...who },
+      { op: 'flush', path: '/site/i.html', fh: 5, ...who },
+      { op: 'release', path: '/site/i.html', fh: 5, mtime: Math.floor(st.mtimeMs / 1000), atime: Math.floor(st.atimeMs / 1000), ...who },
+      { op: 'mkdir', path: '/w', mode: 0o755, ...who },
+      { op: 'rename', from: '/site', path: '/w/site', ...who },
+      { op: 'rename', from: '/w', path: '/site', ...who },
+    ]
+  }
+  return { first, rest: () => [] }
+}
+
 /** Every entry below `dir`: type, mode, mtime (seconds) and content, by path. */
 function tree (dir: string, at = ''): Record<string, string> {
   const out: Record<string, string> = {}
@@ -229,13 +257,13 @@ function tree (dir: string, at = ''): Record<string, string> {
  * The uploads made on a fresh source and shipped to a fresh replica with `fault`: the trees
  * of both at the end, and the calls made.
  */
-async function ship (base: string, fault: Fault): Promise<{ got: Record<string, string>, want: Record<string, string>, calls: number, drained: boolean }> {
+async function ship (base: string, fault: Fault, script: (src: string) => { first: () => Mutation[], rest: () => Mutation[] } = uploads): Promise<{ got: Record<string, string>, want: Record<string, string>, calls: number, drained: boolean }> {
   const dir = mkdtempSync(join(base, 'run-'))
   const src = join(dir, 'src')
   const rep = join(dir, 'rep')
   mkdirSync(src)
   mkdirSync(rep)
-  const u = uploads(src)
+  const u = script(src)
   let later = true
   const more = () => {
     if (!later) return
@@ -296,4 +324,15 @@ t.test('a lost connection or a refusal at any request of a pipelined run leaves 
     }
   }
   t.equal(wrong, 0, `every one of the ${faults.length} faults converged, with no temp file left`)
+})
+
+t.test('a repair follows the renames queued after it, each once', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'replicafs-pipeline-'))
+  t.teardown(() => rmSync(base, { recursive: true, force: true }))
+  const whole = await ship(base, { cut: Infinity, kind: 'lost', appliedAtCut: false, lostBefore: 0 }, wrapped)
+  t.same(whole.got, whole.want, `with no fault, in ${whole.calls} calls`)
+  for (let cut = 1; cut <= whole.calls; cut++) {
+    const { got, want, drained } = await ship(base, { cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 }, wrapped)
+    t.ok(drained && JSON.stringify(got) === JSON.stringify(want), `refused at call ${cut}: the replica is the source`, { got, want })
+  }
 })
