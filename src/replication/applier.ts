@@ -262,9 +262,7 @@ export class Applier {
   #letGo (path: string): void {
     for (const [fh, f] of this.#open) {
       if (f.temp !== null || f.path === null || (f.path !== path && !f.path.startsWith(path + '/'))) continue
-      const h = this.#handles.get(fh)
-      this.#handles.delete(fh)
-      h?.then(x => this.#r.closeHandle(x)).catch(() => {})
+      this.#dropHandle(fh)
       this.#broken.add(f)
     }
   }
@@ -331,16 +329,20 @@ export class Applier {
     if (temp === null) return
     // Forgotten only once done: a rename lost with the connection is retried after it.
     try {
-      if (f.path === null) await this.#unlinkIfThere(temp)
-      else await this.#r.rename(temp, f.path)
+      await this.#place(temp, f.path)
     } catch (err) {
-      // The temp file is not there (its directory is, as it is the file's): renamed already,
-      // the answer lost with a connection. Later changes name the file as published; the
-      // failure gets its path resynced all the same.
+      // Not there: most likely renamed already, its answer lost with a connection (or a
+      // directory it needs is gone). Later changes name the file as published; the failure
+      // gets its path resynced all the same.
       if (err instanceof ReplicaError && err.errno === E.ENOENT) this.#published(f, temp)
       throw err
     }
     this.#published(f, temp)
+  }
+
+  /** A file written under `temp` goes to `path`: renamed into place, or gone if unlinked since. */
+  #place (temp: string, path: string | null): Promise<void> {
+    return path === null ? this.#unlinkIfThere(temp) : this.#r.rename(temp, path)
   }
 
   /** `f`, written under `temp`, is published now (if not since moved on). */
@@ -428,7 +430,7 @@ export class Applier {
   #sendPublish (f: OpenFile, temp: string): Promise<void> {
     const path = f.path
     this.#published(f, temp)
-    const done = path === null ? this.#unlinkIfThere(temp) : this.#r.rename(temp, path)
+    const done = this.#place(temp, path)
     const settled = done.then(() => {}, () => {}).then(() => {
       if (this.#publishing.get(temp) === settled) this.#publishing.delete(temp)
     })
@@ -628,6 +630,11 @@ export class Applier {
   /** A descriptor number reused by the source after a release we never saw. */
   #closeStale (fh: number): void {
     this.#setOpen(fh, undefined)
+    this.#dropHandle(fh)
+  }
+
+  /** The replica's handle of `fh`, if any, forgotten and closed in the background. */
+  #dropHandle (fh: number): void {
     const h = this.#handles.get(fh)
     this.#handles.delete(fh)
     h?.then(x => this.#r.closeHandle(x)).catch(() => {})

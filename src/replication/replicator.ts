@@ -640,10 +640,7 @@ export class Replicator implements ReplicationHook {
       // link it, before the repair runs: its names then are repaired too.
       const paths = new Set<string>()
       for (const path of pathsOf(rec.m)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
-      for (const path of paths) {
-        // Already to be repaired after every change so far (a run of writes refused in turn).
-        if (!repairQueued(link, path)) await this.#repair(link, path)
-      }
+      for (const path of paths) await this.#repair(link, path)
     }
     this.#shift(link)
     link.queuedBytes -= rec.bytes
@@ -660,16 +657,16 @@ export class Replicator implements ReplicationHook {
     if (path === '/') return
     this.#look()
     // Renames only: a link queued after it makes the new name the same file on the replica.
-    for (const later of namesAfter(link.queue, path, false)) {
-      if (later !== path && !repairQueued(link, later)) await this.#repair(link, later)
-    }
+    for (const later of namesAfter(link.queue, path, false)) if (later !== path) await this.#repair(link, later)
   }
 
   /**
    * Queues a resync of `path` for `link`'s replica, after every change made so far (journaled
-   * before it counts, so a kill cannot lose it): the others pass it by, in order.
+   * before it counts, so a kill cannot lose it): the others pass it by, in order. Not again
+   * where one is queued last already (a run of writes refused in turn).
    */
   async #repair (link: Link, path: string): Promise<void> {
+    if (repairQueued(link, path)) return
     const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
     for (const l of this.#links) this.#enqueue(l, repair)
     await this.#o.journal?.append(repair.seq, repair.m).catch(e => {
