@@ -45,6 +45,8 @@ const EXTENSIONS: Array<[string, string]> = [
 
 /** SFTP channels per connection: the first for everything in order, all for bulk copies. */
 const CHANNELS = 4
+/** Data that one write request may carry on any server: its packet of 34,000 bytes holds it. */
+const MIN_WRITE = 32768
 /** An SFTP hello: SSH_FXP_INIT, version 3 (uint32 length 5, byte 1, uint32 3). */
 const SFTP_INIT = Buffer.from([0, 0, 0, 5, 1, 0, 0, 0, 3])
 /** What the first stream's command says before it runs tar. */
@@ -123,6 +125,8 @@ export class SftpReplica implements Replica {
   #more: (() => Promise<void>) | null = null
   #opening: Promise<void> | null = null
   #extensions = new Set<string>()
+  /** The most data one write request carries (the server's limit). */
+  #maxWrite = MIN_WRITE
   #warned = new Set<string>()
   /**
    * Whether the backup can take files as a tar stream: true where the account runs GNU tar,
@@ -254,7 +258,10 @@ export class SftpReplica implements Replica {
         this.#channels.push(r.value)
       }
     }
-    this.#extensions = new Set(Object.keys((sftp as unknown as { _extensions: Record<string, string> })._extensions ?? {}))
+    const limits = sftp as unknown as { _extensions?: Record<string, string>, _maxWriteLen?: number }
+    this.#extensions = new Set(Object.keys(limits._extensions ?? {}))
+    // What ssh2 learned (limits@openssh.com, or its guess from the server's version string).
+    this.#maxWrite = typeof limits._maxWriteLen === 'number' && limits._maxWriteLen >= 1024 ? limits._maxWriteLen : MIN_WRITE
   }
 
   async close (): Promise<void> {
@@ -322,9 +329,21 @@ export class SftpReplica implements Replica {
     return new SftpHandle(path, handle, l)
   }
 
+  /**
+   * A write longer than the server takes in one request (its limits@openssh.com, else the
+   * 34,000-byte packet every server must take) goes out here as parts, all at once and in
+   * order. ssh2 would send each part only when the one before it is answered, so that a change
+   * sent after the write (pipelined: a close, the publish) would overtake the rest of it.
+   */
   write (h: RemoteHandle, offset: number, data: Buffer): Promise<void> {
     const x = h as SftpHandle
-    return this.#req(`write ${h.path}`, (s, cb) => s.write(x.handle, data, 0, data.length, offset, cb), x.lane)
+    if (data.length <= this.#maxWrite) return this.#req(`write ${h.path}`, (s, cb) => s.write(x.handle, data, 0, data.length, offset, cb), x.lane)
+    const parts: Array<Promise<void>> = []
+    for (let at = 0; at < data.length; at += this.#maxWrite) {
+      const len = Math.min(this.#maxWrite, data.length - at)
+      parts.push(this.#req(`write ${h.path}`, (s, cb) => s.write(x.handle, data, at, len, offset + at, cb), x.lane))
+    }
+    return Promise.all(parts).then(() => {})
   }
 
   closeHandle (h: RemoteHandle): Promise<void> {
