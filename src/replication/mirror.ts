@@ -4,7 +4,7 @@ import { E } from '../errors'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { CHUNK, SourceTree } from './source'
-import { isTempName } from './temp'
+import { isTempName, linkOver } from './temp'
 
 const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
@@ -32,7 +32,11 @@ export class Mirror {
     this.#inUse = inUse
   }
 
+  /** This run's hard link groups: source inode -> the name copied first. */
+  #groups = new Map<number, string>()
+
   async path (path: string): Promise<void> {
+    this.#groups = new Map()
     await this.#sweep(path === '/' ? '/' : path.slice(0, path.lastIndexOf('/')) || '/')
     await this.#mirror(path)
   }
@@ -80,7 +84,9 @@ export class Mirror {
       } else if (st.isFIFO()) {
         await this.#r.mkfifo(path, st.mode)
       } else if (st.isFile()) {
-        await this.#copy(path, st)
+        const first = st.nlink > 1 ? this.#groups.get(st.ino) : undefined
+        if (first === undefined || !await this.#link(first, path)) await this.#copy(path, st)
+        if (st.nlink > 1 && first === undefined) this.#groups.set(st.ino, path)
       } else {
         return
       }
@@ -90,9 +96,21 @@ export class Mirror {
     await this.#r.utimes(path, Math.floor(st.atimeMs / 1000), Math.floor(st.mtimeMs / 1000))
   }
 
+  /** The name a file is written (or linked) under before it is renamed to `path`. */
+  #temp (path: string): string {
+    return `${path.slice(0, path.lastIndexOf('/') + 1)}.replicafs.resync${process.pid}.tmp`
+  }
+
+  /** `path` becomes another name of `first` (false: the replica cannot link). */
+  async #link (first: string, path: string): Promise<boolean> {
+    const temp = this.#temp(path)
+    // A temp name a killed run of the same pid left (its copies truncate it; a link fails on it).
+    await this.#r.unlink(temp).catch(() => {})
+    return linkOver(this.#r, first, temp, path)
+  }
+
   async #copy (path: string, st: Stats): Promise<void> {
-    const dir = path.slice(0, path.lastIndexOf('/') + 1)
-    const temp = `${dir}.replicafs.resync${process.pid}.tmp`
+    const temp = this.#temp(path)
     const fh = await open(this.#tree.path(path), 'r')
     let h
     try {

@@ -6,7 +6,7 @@ import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { CHUNK, SourceTree, type Subtree } from './source'
 import { Streamer, wholeTree } from './streamer'
-import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
+import { linkOver, TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
 /** Directories listed at once (both sides), across the walk. */
@@ -391,18 +391,9 @@ export class Reconciler {
     while (this.#copies.size >= this.#o.parallel) await Promise.race(this.#copies)
   }
 
-  /** `path` becomes another name of `first`, atomically (linked under a temp name, renamed). */
-  async #linked (first: string, path: string): Promise<boolean> {
-    const temp = this.#tempFor(path)
-    try {
-      await this.#r.link(first, temp)
-      await this.#r.rename(temp, path)
-      return true
-    } catch (err) {
-      // No hardlink@openssh.com: a copy will do.
-      if (err instanceof ReplicaError && err.errno === E.EOPNOTSUPP) return false
-      throw err
-    }
+  /** `path` becomes another name of `first` (false: the replica cannot link). */
+  #linked (first: string, path: string): Promise<boolean> {
+    return linkOver(this.#r, first, this.#tempFor(path), path)
   }
 
   #tempFor (path: string): string {

@@ -562,13 +562,20 @@ t.test('async: a replica frozen far behind is switched to a resync; the journal 
   // dropped writes must not come back as a half temp file published over the resync's copy).
   const open1 = await open(join(r.d.mnt, 'open-across.bin'), 'w')
   await open1.write(Buffer.alloc(MiB, 0x31))
+  // Hard links made before the freeze and during it: the resync keeps each group one file.
+  await mkdir(join(r.d.mnt, 'links'))
+  await writeFile(join(r.d.mnt, 'links', 'a'), 'before')
+  await link(join(r.d.mnt, 'links', 'a'), join(r.d.mnt, 'a2'))
+  await link(join(r.d.mnt, 'links', 'a'), join(r.d.mnt, 'links', 'a3'))
   r.sshd.pause()
   // 40 MiB of changes for a replica that takes none: ten times what it may hold.
   const chunk = Buffer.alloc(MiB, 0x61)
   for (let i = 0; i < 40; i++) {
     chunk[0] = i
     await writeFile(join(r.d.mnt, `f${i}.bin`), chunk)
+    if (i === 5) await link(join(r.d.mnt, 'f5.bin'), join(r.d.mnt, 'links', 'f5'))
   }
+  await appendFile(join(r.d.mnt, 'a2'), ' and during')
   await open1.write(Buffer.alloc(MiB, 0x32), 0, MiB, MiB)
   await open1.close()
   await sleep(200)
