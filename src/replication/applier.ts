@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { lstat } from 'node:fs/promises'
 import { LRUCache } from 'lru-cache'
 import { E } from '../errors'
 import { ReplicaError, type RemoteHandle, type Replica } from '../replica/replica'
@@ -64,6 +65,18 @@ function seconds (t: Timespec, now: number): number | null {
   if (t.nsec === UTIME_OMIT) return null
   if (t.nsec === UTIME_NOW) return now
   return t.sec + t.nsec / 1e9
+}
+
+/**
+ * The end of a replay could not copy these paths (the replica refused, or the source would
+ * not give them): each is to be repaired, as the path of a refused change is.
+ */
+export class CopiesRefused extends Error {
+  readonly paths: string[]
+  constructor (paths: string[], cause: unknown) {
+    super(`cannot copy ${paths.map(p => JSON.stringify(p)).join(', ')}: ${(cause as Error).message}`)
+    this.paths = paths
+  }
 }
 
 /**
@@ -210,6 +223,8 @@ export class Applier {
     for (const [fh, f] of [...this.#open]) {
       try {
         await this.#close(fh, f)
+        // Its times, which a release would have set: the source's now.
+        if (f.path !== null) await this.#timesFromSource(f.path)
       } catch (err) {
         if (err instanceof ReplicaError && err.transient) throw err
         if (f.path !== null) repair.add(f.path)
@@ -217,17 +232,26 @@ export class Applier {
       if (this.#broken.has(f) && f.path !== null) repair.add(f.path)
       this.#setOpen(fh, undefined)
     }
-    let refused: unknown = null
+    const refused: string[] = []
+    let first: unknown = null
     for (const path of repair) {
       try {
         await this.#mirror().path(path)
       } catch (err) {
         if (err instanceof ReplicaError && err.transient) throw err
-        refused ??= err
+        refused.push(path)
+        first ??= err
       }
     }
     this.#orphans = null
-    if (refused !== null) throw refused
+    if (first !== null) throw new CopiesRefused(refused, first)
+  }
+
+  /** The replica's `path` gets the times the source's file has (none if it has gone). */
+  async #timesFromSource (path: string): Promise<void> {
+    const st = await lstat(Buffer.from(this.#o.sourceRoot + path, 'latin1')).catch(() => null)
+    if (st === null || !st.isFile()) return
+    await this.#r.utimes(path, Math.floor(st.atimeMs / 1000), Math.floor(st.mtimeMs / 1000))
   }
 
   /** The replica's handle of `fh` closed, and the file published where it was written aside. */
@@ -404,6 +428,8 @@ export class Applier {
       }
       case 'flush': {
         const f = this.#open.get(m.fh)
+        // A replay's flush of a file it never saw opened: apply notes it, to copy at the end.
+        if (f === undefined && this.#orphans !== null) return null
         const temp = f?.temp ?? null
         if (f === undefined || temp === null) return Promise.resolve()
         // Its temp file must exist on the replica: its open has been answered.

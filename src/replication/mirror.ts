@@ -12,7 +12,8 @@ const S_IFDIR = 0o040000
 /**
  * Makes the replica's `path`, and everything below it, what the source holds now: the repair
  * for a change whose journal record never completed (the daemon was killed between applying
- * it and recording it). Files are copied whole under a temp name and renamed into place.
+ * it and recording it). Files are copied whole under a temp name, given their mode, owner and
+ * times there, and renamed into place.
  * Hard links found this way become copies.
  */
 export class Mirror {
@@ -84,15 +85,22 @@ export class Mirror {
       } else if (st.isFIFO()) {
         await this.#r.mkfifo(path, st.mode)
       } else if (st.isFile()) {
+        // Placed whole, its mode, owner and times with it (a linked name has its first's).
         const first = st.nlink > 1 ? this.#groups.get(st.ino) : undefined
         if (first === undefined || !await this.#link(first, path)) await this.#copy(path, st)
         if (st.nlink > 1 && first === undefined) this.#groups.set(st.ino, path)
+        return
       } else {
         return
       }
     }
-    if (!st.isSymbolicLink()) await this.#r.chmod(path, st.mode & 0o7777)
+    await this.#attrs(path, st)
+  }
+
+  /** The owner, then the mode (a chown clears setuid and setgid), then the times. */
+  async #attrs (path: string, st: Stats): Promise<void> {
     await this.#r.chown(path, st.uid, st.gid)
+    if (!st.isSymbolicLink()) await this.#r.chmod(path, st.mode & 0o7777)
     await this.#r.utimes(path, Math.floor(st.atimeMs / 1000), Math.floor(st.mtimeMs / 1000))
   }
 
@@ -112,27 +120,30 @@ export class Mirror {
   async #copy (path: string, st: Stats): Promise<void> {
     const temp = this.#temp(path)
     const fh = await open(this.#tree.path(path), 'r')
-    let h
     try {
-      h = await this.#r.openWrite(temp, true, true, st.mode & 0o7777)
-    } catch (err) {
-      await fh.close()
-      throw err
-    }
-    try {
-      const buf = Buffer.allocUnsafe(CHUNK)
-      let offset = 0
-      for (;;) {
-        const { bytesRead } = await fh.read(buf, 0, CHUNK, offset)
-        if (bytesRead === 0) break
-        await this.#r.write(h, offset, Buffer.from(buf.subarray(0, bytesRead)))
-        offset += bytesRead
+      const h = await this.#r.openWrite(temp, true, true, st.mode & 0o7777)
+      try {
+        const buf = Buffer.allocUnsafe(CHUNK)
+        let offset = 0
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, CHUNK, offset)
+          if (bytesRead === 0) break
+          await this.#r.write(h, offset, Buffer.from(buf.subarray(0, bytesRead)))
+          offset += bytesRead
+        }
+      } finally {
+        await this.#r.closeHandle(h)
       }
+      await this.#attrs(temp, st)
+      await this.#r.rename(temp, path)
+    } catch (err) {
+      // A copy refused half way leaves no temp file behind (after a lost connection, the
+      // next sweep of its directory takes it).
+      if (!(err instanceof ReplicaError && err.transient)) await this.#r.unlink(temp).catch(() => {})
+      throw err
     } finally {
       await fh.close()
-      await this.#r.closeHandle(h)
     }
-    await this.#r.rename(temp, path)
   }
 
   async #remove (path: string): Promise<void> {

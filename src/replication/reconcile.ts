@@ -296,18 +296,20 @@ export class Reconciler {
     }
   }
 
+  /** The owner, then the mode: a chown clears setuid and setgid, so the mode is set after one. */
   async #attrs (path: string, src: Stats, rem: RemoteStat): Promise<void> {
-    if ((src.mode & 0o7777) !== (rem.mode & 0o7777)) {
-      this.#differs(path, 'mode', octal(src.mode), octal(rem.mode))
-      if (this.#o.fix) await this.#r.chmod(path, src.mode & 0o7777)
-    }
-    await this.#owner(path, src, rem)
+    const chowned = await this.#owner(path, src, rem)
+    const modeDiffers = (src.mode & 0o7777) !== (rem.mode & 0o7777)
+    if (modeDiffers) this.#differs(path, 'mode', octal(src.mode), octal(rem.mode))
+    if (this.#o.fix && (modeDiffers || (chowned && (src.mode & 0o6000) !== 0))) await this.#r.chmod(path, src.mode & 0o7777)
   }
 
-  async #owner (path: string, src: Stats, rem: RemoteStat): Promise<void> {
-    if (src.uid === rem.uid && src.gid === rem.gid) return
+  /** true where the owner differed (and, fixing, was set). */
+  async #owner (path: string, src: Stats, rem: RemoteStat): Promise<boolean> {
+    if (src.uid === rem.uid && src.gid === rem.gid) return false
     this.#differs(path, 'owner', `${src.uid}:${src.gid}`, `${rem.uid}:${rem.gid}`)
     if (this.#o.fix) await this.#r.chown(path, src.uid, src.gid)
+    return true
   }
 
   /** Starts a copy (or a hard link to the group's first name), at most `parallel` at once. */

@@ -2,7 +2,7 @@ import { lstat } from 'node:fs/promises'
 import { E } from '../errors'
 import type { Logger } from '../log'
 import { ReplicaError, type Replica } from '../replica/replica'
-import { Applier, type ApplierOptions } from './applier'
+import { Applier, CopiesRefused, type ApplierOptions } from './applier'
 import { cancelled } from './compact'
 import type { Journal, JournalRecord, SharedAppends } from './journal'
 import { afterRename, type Mutation, type ReplicationHook } from './mutation'
@@ -130,6 +130,7 @@ const ALREADY_DONE: Partial<Record<Mutation['op'], number>> = {
 function pathsOf (m: Mutation): string[] {
   switch (m.op) {
     case 'rename': case 'link': return [m.from, m.path]
+    // What it could not copy comes with its error (CopiesRefused).
     case 'finish-replay': return []
     default: return m.path === null ? [] : [m.path]
   }
@@ -639,7 +640,7 @@ export class Replicator implements ReplicationHook {
       // The changes queued after this one may rename a path (or a directory above it), or
       // link it, before the repair runs: its names then are repaired too.
       const paths = new Set<string>()
-      for (const path of pathsOf(rec.m)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
+      for (const path of err instanceof CopiesRefused ? err.paths : pathsOf(rec.m)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
       for (const path of paths) await this.#repair(link, path)
     }
     this.#shift(link)

@@ -8,7 +8,7 @@ import t from 'tap'
 import { execFile, execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
-import { appendFile, link, mkdir, open, rename, writeFile } from 'node:fs/promises'
+import { appendFile, chmod, link, mkdir, open, rename, utimes, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -568,6 +568,10 @@ t.test('async: a replica frozen far behind is switched to a resync; the journal 
   await link(join(r.d.mnt, 'links', 'a'), join(r.d.mnt, 'a2'))
   await link(join(r.d.mnt, 'links', 'a'), join(r.d.mnt, 'links', 'a3'))
   r.sshd.pause()
+  // Made while frozen, before the switch: the resync copies it. Its setuid bit survives (a
+  // chown after the chmod would clear it).
+  await writeFile(join(r.d.mnt, 'links', 'run.sh'), '#!/bin/sh\n')
+  await chmod(join(r.d.mnt, 'links', 'run.sh'), 0o4755)
   // 40 MiB of changes for a replica that takes none: ten times what it may hold.
   const chunk = Buffer.alloc(MiB, 0x61)
   for (let i = 0; i < 40; i++) {
@@ -576,6 +580,8 @@ t.test('async: a replica frozen far behind is switched to a resync; the journal 
     if (i === 5) await link(join(r.d.mnt, 'f5.bin'), join(r.d.mnt, 'links', 'f5'))
   }
   await appendFile(join(r.d.mnt, 'a2'), ' and during')
+  // The dir's own time, which each entry made in it moved, set last (as the churn does).
+  await utimes(join(r.d.mnt, 'links'), 1_600_000_000, 1_600_000_000)
   await open1.write(Buffer.alloc(MiB, 0x32), 0, MiB, MiB)
   await open1.close()
   await sleep(200)

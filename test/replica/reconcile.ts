@@ -60,13 +60,18 @@ function divergent (src: string, rep: string): string[] {
   // setuid survives the copy (a chown clears it; it is set again after).
   file(join(src, 'suid.sh'), '#!/bin/sh\n')
   chmodSync(join(src, 'suid.sh'), 0o4755)
+  // setuid where both the owner and the mode differ: the chown goes first, or it clears it.
+  file(join(src, 'suid-owner.sh'), '#!/bin/sh\n')
+  chmodSync(join(src, 'suid-owner.sh'), 0o4755)
+  file(join(rep, 'suid-owner.sh'), '#!/bin/sh\n')
+  chownSync(join(rep, 'suid-owner.sh'), 65534, 65534)
   // A hard link group on the source.
   file(join(src, 'hard-a'), 'one inode, two names')
   linkSync(join(src, 'hard-a'), join(src, 'hard-b'))
   return [
     'missing /missing.txt', 'extra /extra-dir', 'extra /extra.txt', 'type /file-not-dir', 'type /dir-not-link',
     'size /size.txt', 'content /content.txt', 'mode /mode.txt', 'mtime /mtime.txt', 'link target /link',
-    'owner /owner.txt', 'missing /hard-a', 'missing /hard-b', 'missing /suid.sh',
+    'owner /owner.txt', 'missing /hard-a', 'missing /hard-b', 'missing /suid.sh', 'mode /suid-owner.sh', 'owner /suid-owner.sh',
     // What a dir of the wrong type should hold is missing too.
     'missing /dir-not-link/f',
   ].sort()

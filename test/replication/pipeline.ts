@@ -257,7 +257,7 @@ function tree (dir: string, at = ''): Record<string, string> {
  * The uploads made on a fresh source and shipped to a fresh replica with `fault`: the trees
  * of both at the end, and the calls made.
  */
-async function ship (base: string, fault: Fault, script: (src: string) => { first: () => Mutation[], rest: () => Mutation[] } = uploads): Promise<{ got: Record<string, string>, want: Record<string, string>, calls: number, drained: boolean }> {
+async function ship (base: string, fault: Fault, script: (src: string) => { first: () => Mutation[], rest: () => Mutation[] } = uploads, replay = false): Promise<{ got: Record<string, string>, want: Record<string, string>, calls: number, drained: boolean }> {
   const dir = mkdtempSync(join(base, 'run-'))
   const src = join(dir, 'src')
   const rep = join(dir, 'rep')
@@ -281,8 +281,10 @@ async function ship (base: string, fault: Fault, script: (src: string) => { firs
     log: silentLogger,
   })
   try {
-    // All queued before the first is answered: the runs are as long as they get.
-    for (const m of u.first()) void r.apply(m)
+    // All queued before the first is answered: the runs are as long as they get. Or, as after
+    // a restart, replayed from the journal: then the files it left open are copied whole.
+    if (replay) r.restore(u.first().map((m, i) => ({ seq: i + 1, m })), {})
+    else for (const m of u.first()) void r.apply(m)
     let drained = await r.drain(20_000)
     more()
     // Every change applied, and the repairs they called for (queued after them) too.
@@ -335,4 +337,37 @@ t.test('a repair follows the renames queued after it, each once', async t => {
     const { got, want, drained } = await ship(base, { cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 }, wrapped)
     t.ok(drained && JSON.stringify(got) === JSON.stringify(want), `refused at call ${cut}: the replica is the source`, { got, want })
   }
+})
+
+t.test('a replay after a restart: a refusal or a lost connection at any request, the files it left open included', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'replicafs-pipeline-'))
+  t.teardown(() => rmSync(base, { recursive: true, force: true }))
+  // The first part of the uploads, as a killed run's journal: two files are still open at its end.
+  // One of them was opened and written before the replayed part (its create and write are
+  // not replayed, its flush is): it is copied whole at the end. Their times are set back a day after the journal's end: a copy
+  // whose utimes is refused shows.
+  const journaled = (src: string) => {
+    const u = uploads(src)
+    const first = () => {
+      const ms = u.first().filter(m => !((m.op === 'create' || m.op === 'write') && m.path === '/d/m'))
+      const day = Date.now() / 1000 - 86_400
+      for (const p of ['/d/m', '/d/f']) utimesSync(join(src, p), day, day)
+      return ms
+    }
+    return { first, rest: () => [] }
+  }
+  const whole = await ship(base, { cut: Infinity, kind: 'lost', appliedAtCut: false, lostBefore: 0 }, journaled, true)
+  t.same(whole.got, whole.want, `with no fault, in ${whole.calls} calls`)
+  let wrong = 0
+  let faults = 0
+  for (let cut = 1; cut <= whole.calls; cut++) {
+    for (const fault of [{ cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 }, { cut, kind: 'lost', appliedAtCut: true, lostBefore: 2 }] as Fault[]) {
+      faults++
+      const { got, want, drained } = await ship(base, fault, journaled, true)
+      if (drained && JSON.stringify(got) === JSON.stringify(want)) continue
+      wrong++
+      t.fail(`${fault.kind} at call ${cut}`, { drained, got, want })
+    }
+  }
+  t.equal(wrong, 0, `every one of the ${faults} faults converged`)
 })
