@@ -13,8 +13,10 @@ const S_IFDIR = 0o040000
  * Makes the replica's `path`, and everything below it, what the source holds now: the repair
  * for a change whose journal record never completed (the daemon was killed between applying
  * it and recording it). Files are copied whole under a temp name, given their mode, owner and
- * times there, and renamed into place.
- * Hard links found this way become copies.
+ * times there, and renamed into place. A hard link group's names found in one run stay one
+ * file: the first is copied, the others linked to it. A name of a group found alone (a path
+ * resynced whose other names lie outside it) is copied: those others keep what the replica
+ * held.
  */
 export class Mirror {
   readonly #tree: SourceTree
@@ -62,7 +64,9 @@ export class Mirror {
     if (this.#ex !== null && this.#ex.matches(path, st?.isDirectory() ?? isDir(await this.#r.lstat(path)))) return
     if (st === null) return this.#remove(path)
     const parent = path.slice(0, path.lastIndexOf('/')) || '/'
-    if (parent !== path && (await this.#r.lstat(parent)) === null) await this.#mirror(parent)
+    // A parent the replica lacks is mirrored whole, this path with it: once, or a second visit
+    // would find its own name as its group's first.
+    if (parent !== path && (await this.#r.lstat(parent)) === null) return this.#mirror(parent)
     const remote = await this.#r.lstat(path)
     const sameType = remote !== null && (remote.mode & S_IFMT) === (st.mode & S_IFMT)
     if (st.isDirectory()) {

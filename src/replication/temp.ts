@@ -1,4 +1,3 @@
-import { E } from '../errors'
 import { ReplicaError, type Replica } from '../replica/replica'
 
 /** The hidden names replicas write new files under until they are published. */
@@ -12,16 +11,21 @@ export function isTempName (name: string): boolean {
 
 /**
  * `path` on the replica becomes another name of `first`, atomically: linked under `temp`,
- * then renamed into place. false where the replica cannot link (no hardlink@openssh.com):
- * a copy will do.
+ * then renamed into place. false where the replica will not link them (no
+ * hardlink@openssh.com, a filesystem without links, `first` missing): a copy will do. The
+ * temp name is gone either way (a rename onto a name of the same file leaves it).
  */
 export async function linkOver (r: Replica, first: string, temp: string, path: string): Promise<boolean> {
+  let linked = false
   try {
     await r.link(first, temp)
+    linked = true
     await r.rename(temp, path)
+    await r.unlink(temp).catch(() => {})
     return true
   } catch (err) {
-    if (err instanceof ReplicaError && err.errno === E.EOPNOTSUPP) return false
-    throw err
+    if (!(err instanceof ReplicaError) || err.transient) throw err
+    if (linked) await r.unlink(temp).catch(() => {})
+    return false
   }
 }

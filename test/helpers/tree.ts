@@ -7,7 +7,7 @@ const run = promisify(execFile)
 /** The churn workload, whose `snapshot` command describes a tree (test/replica/churn.js). */
 export const CHURN = resolve(__dirname, '..', 'replica', 'churn.js')
 /** A temp name the applier writes under. */
-export const TEMP = /^\.replicafs\.[0-9a-f]{16}\.tmp$/
+export const TEMP = /^\.replicafs\..+\.tmp$/
 
 /** The hidden temp names the applier writes under, anywhere below `dir`. */
 export function temps (dir: string): string[] {
