@@ -44,13 +44,21 @@ export class FileReplica implements Replica {
     if (!st.isDirectory()) throw new ReplicaError(`${this.url}: not a directory`, E.ENOTDIR, 'permanent')
   }
 
-  async close (): Promise<void> {}
+  /** Handles still open at close are closed there, as a server drops them at a disconnect. */
+  async close (): Promise<void> {
+    const open = [...this.#open]
+    this.#open.clear()
+    await Promise.all(open.map(h => h.fh.close().catch(() => {})))
+  }
+
+  readonly #open = new Set<FileRemoteHandle>()
 
   openWrite (path: string, create: boolean, truncate: boolean, mode: number): Promise<RemoteHandle> {
     const flags = fsc.O_WRONLY | (create ? fsc.O_CREAT : 0) | (truncate ? fsc.O_TRUNC : 0)
     return this.#do(`open ${path}`, async () => {
-      const fh = await fs.open(this.#p(path), flags, mode)
-      return new FileRemoteHandle(path, fh)
+      const h = new FileRemoteHandle(path, await fs.open(this.#p(path), flags, mode))
+      this.#open.add(h)
+      return h
     })
   }
 
@@ -69,6 +77,7 @@ export class FileReplica implements Replica {
   }
 
   closeHandle (h: RemoteHandle): Promise<void> {
+    this.#open.delete(h as FileRemoteHandle)
     return this.#do(`close ${h.path}`, () => (h as FileRemoteHandle).fh.close())
   }
 
