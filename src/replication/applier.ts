@@ -233,18 +233,18 @@ export class Applier {
       this.#setOpen(fh, undefined)
     }
     const refused: string[] = []
-    let first: unknown = null
+    let cause: unknown
     for (const path of repair) {
       try {
         await this.#mirror().path(path)
       } catch (err) {
         if (err instanceof ReplicaError && err.transient) throw err
         refused.push(path)
-        first ??= err
+        cause ??= err
       }
     }
     this.#orphans = null
-    if (first !== null) throw new CopiesRefused(refused, first)
+    if (refused.length > 0) throw new CopiesRefused(refused, cause)
   }
 
   /** The replica's `path` gets the times the source's file has (none if it has gone). */

@@ -126,12 +126,14 @@ const ALREADY_DONE: Partial<Record<Mutation['op'], number>> = {
   rmdir: E.ENOENT,
 }
 
-/** The paths a change touched: what to resync when a replica refused it. */
-function pathsOf (m: Mutation): string[] {
+/**
+ * The paths a change touched: what to resync when a replica refused it (`err`). The end of a
+ * replay touched those it could not copy, which its error names.
+ */
+function pathsOf (m: Mutation, err: unknown): string[] {
   switch (m.op) {
     case 'rename': case 'link': return [m.from, m.path]
-    // What it could not copy comes with its error (CopiesRefused).
-    case 'finish-replay': return []
+    case 'finish-replay': return err instanceof CopiesRefused ? err.paths : []
     default: return m.path === null ? [] : [m.path]
   }
 }
@@ -640,7 +642,7 @@ export class Replicator implements ReplicationHook {
       // The changes queued after this one may rename a path (or a directory above it), or
       // link it, before the repair runs: its names then are repaired too.
       const paths = new Set<string>()
-      for (const path of err instanceof CopiesRefused ? err.paths : pathsOf(rec.m)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
+      for (const path of pathsOf(rec.m, err)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
       for (const path of paths) await this.#repair(link, path)
     }
     this.#shift(link)
