@@ -33,6 +33,7 @@
 #include <linux/limits.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,22 +55,29 @@ static int intent_fd = -1;
 static pthread_mutex_t intent_mu = PTHREAD_MUTEX_INITIALIZER;
 static long intents_in_flight = 0;
 static off_t intent_size = 0;
+// What a cut of the log leaves in it (the files being written, below): the next cut waits
+// for 4 KiB more than that.
+static off_t intent_floor = 0;
+
+// Files written through the mount and not released yet, by descriptor. Each of their changes
+// may be journaled, and applied, but until the release the replicas do not hold them as the
+// source does (a file written under a temp name is not published, the source's times are not
+// set): the journal past a replica's cursor may hold nothing of them. So their paths outlive a
+// cut of the log: the cut writes them again, under the names they have now.
+static unsigned char *writing = NULL;
+static size_t writing_len = 0;
+
+// The source root as the kernel names it (/proc/self/fd's links start with it).
+static char root_real[PATH_MAX];
+static size_t root_real_len = 0;
 
 // The intent appended last, while it is still in the file: a run of writes to one file
 // appends its path once, not once per write.
 static char last_intent[PATH_MAX];
 static size_t last_intent_len = 0;
 
-static void intent_begin (const char *a, const char *b) {
-  if (intent_fd < 0 || a == NULL) return;
-  size_t la = strnlen(a, PATH_MAX), lb = b == NULL ? 0 : strnlen(b, PATH_MAX);
-  pthread_mutex_lock(&intent_mu);
-  intents_in_flight++;
-  // Already in the log (the last one appended, not cut since): nothing to write.
-  if (lb == 0 && la > 0 && la == last_intent_len && memcmp(a, last_intent, la) == 0) {
-    pthread_mutex_unlock(&intent_mu);
-    return;
-  }
+// One record of one or two paths, intent_mu held.
+static void intent_append (const char *a, size_t la, const char *b, size_t lb) {
   char buf[2 * PATH_MAX + 8];
   buf[0] = (char) (la & 0xff);
   buf[1] = (char) (la >> 8);
@@ -88,19 +96,75 @@ static void intent_begin (const char *a, const char *b) {
   // Only a whole record of one path is remembered: a torn one does not hold the path.
   last_intent_len = n == (ssize_t) (4 + la) && lb == 0 ? la : 0;
   if (last_intent_len > 0) memcpy(last_intent, a, la);
+}
+
+static void intent_begin (const char *a, const char *b) {
+  if (intent_fd < 0 || a == NULL) return;
+  size_t la = strnlen(a, PATH_MAX), lb = b == NULL ? 0 : strnlen(b, PATH_MAX);
+  pthread_mutex_lock(&intent_mu);
+  intents_in_flight++;
+  // Already in the log (the last one appended, not cut since): nothing to write.
+  if (!(lb == 0 && la > 0 && la == last_intent_len && memcmp(a, last_intent, la) == 0)) intent_append(a, la, b, lb);
+  pthread_mutex_unlock(&intent_mu);
+}
+
+// `fd` is being written, intent_mu held. A table that cannot grow leaves it out: its path
+// stays in the log until the next cut only.
+static void writing_mark (int fd) {
+  if ((size_t) fd >= writing_len) {
+    size_t n = writing_len > 0 ? writing_len : 64;
+    while (n <= (size_t) fd) n *= 2;
+    unsigned char *w = realloc(writing, n);
+    if (w == NULL) return;
+    memset(w + writing_len, 0, n - writing_len);
+    writing = w;
+    writing_len = n;
+  }
+  writing[fd] = 1;
+}
+
+// The log was cut: the files still being written go in again, each under its name now (one
+// unlinked since has none, and needs no resync).
+static void writing_again (void) {
+  for (size_t fd = 0; fd < writing_len; fd++) {
+    if (!writing[fd]) continue;
+    char link[64], target[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%zu", fd);
+    ssize_t n = readlink(link, target, sizeof(target));
+    struct stat st;
+    if (n <= (ssize_t) root_real_len || n >= (ssize_t) sizeof(target) || fstat((int) fd, &st) < 0 || st.st_nlink == 0) continue;
+    if (memcmp(target, root_real, root_real_len) != 0 || target[root_real_len] != '/') continue;
+    intent_append(target + root_real_len, (size_t) n - root_real_len, NULL, 0);
+  }
+  last_intent_len = 0;
+}
+
+// A change's end: `fd` (-1: none) is the descriptor it wrote through, if it succeeded.
+static void intent_end_fd (const char *a, int fd) {
+  if (intent_fd < 0 || a == NULL) return;
+  pthread_mutex_lock(&intent_mu);
+  if (fd >= 0) writing_mark(fd);
+  // Nothing in flight: every intent so far is covered by the journal, but for the files
+  // still being written.
+  if (--intents_in_flight == 0 && intent_size > intent_floor + 4096) {
+    if (ftruncate(intent_fd, 0) == 0) {
+      intent_size = 0;
+      writing_again();
+      intent_floor = intent_size;
+    }
+  }
   pthread_mutex_unlock(&intent_mu);
 }
 
 static void intent_end (const char *a) {
-  if (intent_fd < 0 || a == NULL) return;
+  intent_end_fd(a, -1);
+}
+
+// `fd` was released (its release journaled, or applied): its path need not outlive a cut.
+static void writing_done (int fd) {
+  if (intent_fd < 0) return;
   pthread_mutex_lock(&intent_mu);
-  // Nothing in flight: every intent so far is covered by the journal.
-  if (--intents_in_flight == 0 && intent_size > 4096) {
-    if (ftruncate(intent_fd, 0) == 0) {
-      intent_size = 0;
-      last_intent_len = 0;
-    }
-  }
+  if ((size_t) fd < writing_len) writing[fd] = 0;
   pthread_mutex_unlock(&intent_mu);
 }
 
@@ -108,6 +172,14 @@ static void intent_end (const char *a) {
     intent_begin((a), (b)); \
     int res_ = (call); \
     intent_end(a); \
+    return res_; \
+  } while (0)
+
+// The same, for a change made through a descriptor: `fi->fh` is being written from then on.
+#define WITH_INTENT_FD(a, call) do { \
+    intent_begin((a), NULL); \
+    int res_ = (call); \
+    intent_end_fd((a), res_ >= 0 ? (int) fi->fh : -1); \
     return res_; \
   } while (0)
 
@@ -158,6 +230,8 @@ int rfs_local_init (const char *root, int replicate, const char *intents, uint64
   if (intent_fd >= 0) close(intent_fd);
   intent_fd = -1;
   last_intent_len = 0;
+  intent_floor = 0;
+  if (writing_len > 0) memset(writing, 0, writing_len);
   if (intents != NULL && *intents) {
     intent_fd = open(intents, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (intent_fd < 0) return -errno;
@@ -170,6 +244,8 @@ int rfs_local_init (const char *root, int replicate, const char *intents, uint64
     return -ENAMETOOLONG;
   }
   memcpy(root_path, root, root_len + 1);
+  if (realpath(root, root_real) == NULL) memcpy(root_real, root, root_len + 1);
+  root_real_len = strlen(root_real);
   if (root_fd >= 0) close(root_fd);
   root_fd = fd;
   return 0;
@@ -500,6 +576,7 @@ static int ap_release (const char *path, struct fuse_file_info *fi) {
       rfs_set_result(0);
       js.release(path, fi);
     }
+    writing_done((int) fi->fh);
   }
   close((int) fi->fh);
   return 0;
@@ -636,15 +713,16 @@ static int ap_removexattr (const char *path, const char *name) {
 
 static int ap_open (const char *path, struct fuse_file_info *fi) {
   const char *a = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY ? path : NULL;
-  WITH_INTENT(a, NULL, ap_open_(path, fi));
+  if (a == NULL) return ap_open_(path, fi);
+  WITH_INTENT_FD(a, ap_open_(path, fi));
 }
 
 static int ap_create (const char *path, mode_t mode, struct fuse_file_info *fi) {
-  WITH_INTENT(path, NULL, ap_create_(path, mode, fi));
+  WITH_INTENT_FD(path, ap_create_(path, mode, fi));
 }
 
 static int ap_write (const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  WITH_INTENT(path, NULL, ap_write_(path, buf, size, off, fi));
+  WITH_INTENT_FD(path, ap_write_(path, buf, size, off, fi));
 }
 
 static int ap_truncate (const char *path, off_t size) {
@@ -652,7 +730,7 @@ static int ap_truncate (const char *path, off_t size) {
 }
 
 static int ap_ftruncate (const char *path, off_t size, struct fuse_file_info *fi) {
-  WITH_INTENT(path, NULL, ap_ftruncate_(path, size, fi));
+  WITH_INTENT_FD(path, ap_ftruncate_(path, size, fi));
 }
 
 static int ap_mkdir (const char *path, mode_t mode) {
