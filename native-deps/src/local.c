@@ -76,17 +76,23 @@ static size_t root_real_len = 0;
 static char last_intent[PATH_MAX];
 static size_t last_intent_len = 0;
 
-// One record of one or two paths, intent_mu held.
-static void intent_append (const char *a, size_t la, const char *b, size_t lb) {
-  char buf[2 * PATH_MAX + 8];
+// One record of one or two paths into `buf` (room for 2 * PATH_MAX + 8): its length.
+static size_t intent_record (char *buf, const char *a, size_t la, const char *b, size_t lb) {
   buf[0] = (char) (la & 0xff);
   buf[1] = (char) (la >> 8);
   memcpy(buf + 2, a, la);
   buf[2 + la] = (char) (lb & 0xff);
   buf[3 + la] = (char) (lb >> 8);
   if (lb) memcpy(buf + 4 + la, b, lb);
-  ssize_t n = write(intent_fd, buf, 4 + la + lb);
-  if (n == (ssize_t) (4 + la + lb)) {
+  return 4 + la + lb;
+}
+
+// One record appended to the log, intent_mu held.
+static void intent_append (const char *a, size_t la, const char *b, size_t lb) {
+  char buf[2 * PATH_MAX + 8];
+  size_t len = intent_record(buf, a, la, b, lb);
+  ssize_t n = write(intent_fd, buf, len);
+  if (n == (ssize_t) len) {
     intent_size += n;
   } else if (n > 0 && ftruncate(intent_fd, intent_size) < 0) {
     // A torn record would end the log there at the next start, and the records after it
@@ -123,36 +129,74 @@ static void writing_mark (int fd) {
   writing[fd] = 1;
 }
 
-// The log was cut: the files still being written go in again, each under its name now (one
-// unlinked since has none, and needs no resync).
-static void writing_again (void) {
+// The records of the files still being written, each under its name now, into `*out` (grown
+// with realloc): their length. A file with no name now (unlinked), or whose name could not be
+// told (another name removed under it, say), is left out.
+static size_t writing_records (char **out) {
+  size_t len = 0, cap = 0;
   for (size_t fd = 0; fd < writing_len; fd++) {
     if (!writing[fd]) continue;
     char link[64], target[PATH_MAX];
     snprintf(link, sizeof(link), "/proc/self/fd/%zu", fd);
-    ssize_t n = readlink(link, target, sizeof(target));
-    struct stat st;
-    if (n <= (ssize_t) root_real_len || n >= (ssize_t) sizeof(target) || fstat((int) fd, &st) < 0 || st.st_nlink == 0) continue;
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= (ssize_t) root_real_len || n >= (ssize_t) sizeof(target) - 1) continue;
+    target[n] = '\0';
     if (memcmp(target, root_real, root_real_len) != 0 || target[root_real_len] != '/') continue;
-    intent_append(target + root_real_len, (size_t) n - root_real_len, NULL, 0);
+    // The name must still be this file's ("x (deleted)" is none of its names).
+    struct stat open_st, named_st;
+    if (fstat((int) fd, &open_st) < 0 || fstatat(root_fd, target + root_real_len + 1, &named_st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+    if (open_st.st_ino != named_st.st_ino || open_st.st_dev != named_st.st_dev) continue;
+    size_t need = len + 4 + (size_t) n;
+    if (need > cap) {
+      size_t c = cap > 0 ? cap : 4096;
+      while (c < need) c *= 2;
+      char *grown = realloc(*out, c);
+      if (grown == NULL) break;
+      *out = grown;
+      cap = c;
+    }
+    len += intent_record(*out + len, target + root_real_len, (size_t) n - root_real_len, NULL, 0);
   }
-  last_intent_len = 0;
+  return len;
 }
 
-// A change's end: `fd` (-1: none) is the descriptor it wrote through, if it succeeded.
+static char intents_path[PATH_MAX];
+
+// Cuts the log (nothing in flight), intent_mu held. The files still being written stay in it:
+// written whole to a new file that replaces the log at once, so that a kill finds one log or
+// the other, never a log without them.
+static void intent_cut (void) {
+  char *keep = NULL;
+  size_t len = writing_records(&keep);
+  if (len == 0) {
+    if (ftruncate(intent_fd, 0) == 0) intent_size = 0;
+  } else {
+    char next[PATH_MAX + 8];
+    snprintf(next, sizeof(next), "%s.new", intents_path);
+    int fd = open(next, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0 && write(fd, keep, len) == (ssize_t) len && rename(next, intents_path) == 0) {
+      close(intent_fd);
+      intent_fd = fd;
+      intent_size = (off_t) len;
+    } else if (fd >= 0) {
+      close(fd);
+      unlink(next);
+    }
+  }
+  free(keep);
+  last_intent_len = 0;
+  // Not cut (or cut to what is kept): the next try waits for 4 KiB more.
+  intent_floor = intent_size;
+}
+
+// A change's end. `fd` (-1: none) is a descriptor it wrote through: written from then on.
 static void intent_end_fd (const char *a, int fd) {
-  if (intent_fd < 0 || a == NULL) return;
+  if (intent_fd < 0) return;
   pthread_mutex_lock(&intent_mu);
   if (fd >= 0) writing_mark(fd);
   // Nothing in flight: every intent so far is covered by the journal, but for the files
   // still being written.
-  if (--intents_in_flight == 0 && intent_size > intent_floor + 4096) {
-    if (ftruncate(intent_fd, 0) == 0) {
-      intent_size = 0;
-      writing_again();
-      intent_floor = intent_size;
-    }
-  }
+  if (a != NULL && --intents_in_flight == 0 && intent_size > intent_floor + 4096) intent_cut();
   pthread_mutex_unlock(&intent_mu);
 }
 
@@ -175,11 +219,13 @@ static void writing_done (int fd) {
     return res_; \
   } while (0)
 
-// The same, for a change made through a descriptor: `fi->fh` is being written from then on.
-#define WITH_INTENT_FD(a, call) do { \
+// The same, for a change made through a descriptor: `fi->fh` is written from then on, where
+// `written` holds (of the call's result, res_). Released only through ap_release, which
+// clears it for a writable descriptor: only those are marked.
+#define WITH_INTENT_FD(a, call, written) do { \
     intent_begin((a), NULL); \
     int res_ = (call); \
-    intent_end_fd((a), res_ >= 0 ? (int) fi->fh : -1); \
+    intent_end_fd((a), (written) ? (int) fi->fh : -1); \
     return res_; \
   } while (0)
 
@@ -233,6 +279,8 @@ int rfs_local_init (const char *root, int replicate, const char *intents, uint64
   intent_floor = 0;
   if (writing_len > 0) memset(writing, 0, writing_len);
   if (intents != NULL && *intents) {
+    if (strlen(intents) >= sizeof(intents_path)) return -ENAMETOOLONG;
+    memcpy(intents_path, intents, strlen(intents) + 1);
     intent_fd = open(intents, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (intent_fd < 0) return -errno;
   }
@@ -714,15 +762,17 @@ static int ap_removexattr (const char *path, const char *name) {
 static int ap_open (const char *path, struct fuse_file_info *fi) {
   const char *a = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY ? path : NULL;
   if (a == NULL) return ap_open_(path, fi);
-  WITH_INTENT_FD(a, ap_open_(path, fi));
+  WITH_INTENT_FD(a, ap_open_(path, fi), res_ >= 0);
 }
 
 static int ap_create (const char *path, mode_t mode, struct fuse_file_info *fi) {
-  WITH_INTENT_FD(path, ap_create_(path, mode, fi));
+  WITH_INTENT_FD(path, ap_create_(path, mode, fi), res_ >= 0 && (fi->flags & O_ACCMODE) != O_RDONLY);
 }
 
 static int ap_write (const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
-  WITH_INTENT_FD(path, ap_write_(path, buf, size, off, fi));
+  // Marked where the source took the bytes, whatever the replicas said (EIO): not where the
+  // descriptor is read-only (EBADF).
+  WITH_INTENT_FD(path, ap_write_(path, buf, size, off, fi), res_ >= 0 || res_ == -EIO);
 }
 
 static int ap_truncate (const char *path, off_t size) {
@@ -730,7 +780,7 @@ static int ap_truncate (const char *path, off_t size) {
 }
 
 static int ap_ftruncate (const char *path, off_t size, struct fuse_file_info *fi) {
-  WITH_INTENT_FD(path, ap_ftruncate_(path, size, fi));
+  WITH_INTENT_FD(path, ap_ftruncate_(path, size, fi), res_ >= 0 || res_ == -EIO);
 }
 
 static int ap_mkdir (const char *path, mode_t mode) {

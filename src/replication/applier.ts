@@ -599,6 +599,8 @@ export class Applier {
         return r.link(m.from, m.path)
       }
       case 'rename': {
+        // A replay's files to copy at its end go by the names they have then.
+        if (this.#orphans !== null && this.#orphans.size > 0) this.#orphans = new Set([...this.#orphans].map(p => afterRename(p, m.from, m.path)))
         const moving = this.#pending(m.from)
         // Replaced on the source before it was ever published: it never will be.
         const replaced = this.#pending(m.path)

@@ -88,8 +88,10 @@ t.test('async mode: a file still open for writing at a SIGKILL, every change to 
   const args = ['mount', source, mnt, '--replica', `file://${replica}`, '--mode', 'async', '--state-dir', state, '--no-reconcile']
   let daemon: Daemon | null = null
   let holder: ReturnType<typeof spawn> | null = null
+  let holderExited: Promise<unknown> = Promise.resolve()
   t.teardown(async () => {
     holder?.kill('SIGKILL')
+    await holderExited
     if (daemon !== null) await stopDaemon(daemon)
     cleanupDir(dir, mnt)
   })
@@ -106,9 +108,12 @@ f.flush()
 print('written', flush=True)
 time.sleep(60)
 `, join(mnt, 'page.html')], { stdio: ['ignore', 'pipe', 'ignore'] })
+  const h = holder
+  holderExited = new Promise(resolve => { h.once('exit', resolve); h.once('error', resolve) })
   await new Promise<void>((resolve, reject) => {
-    holder!.stdout!.once('data', () => resolve())
-    holder!.once('exit', code => reject(new Error(`the holder exited (${code}) before it wrote`)))
+    h.stdout!.once('data', () => resolve())
+    h.once('error', reject)
+    h.once('exit', code => reject(new Error(`the holder exited (${code}) before it wrote`)))
   })
   // Other changes after it, of long names: the intents log passes 4 KiB and is cut (several
   // times), once nothing is in flight.
@@ -118,10 +123,15 @@ time.sleep(60)
   for (let i = 0; i < 100; i++) chmodSync(long(1 + (i % 2)), i % 4 < 2 ? 0o600 : 0o644)
   t.equal((await runCli(['wait', '--state-dir', state, '--timeout', '20'])).code, 0, 'the replica has applied every change')
   t.equal(readFileSync(join(replica, 'page.html'), 'utf8'), 'old page', 'the replica holds the new bytes aside, unpublished')
+  // About 20 KB of intents were logged: the log was cut, and what it holds now names the file.
+  const intents = readFileSync(join(state, 'intents.log'))
+  t.ok(intents.length < 8192, `the intents log was cut (${intents.length} bytes)`)
+  t.ok(intents.includes('/page.html'), 'and names the file still open')
   daemon.child.kill('SIGKILL')
   await daemon.exited
   daemon = null
   holder.kill('SIGKILL')
+  await holderExited
   holder = null
 
   // The journal past the cursor holds nothing of the file: the restart must know it was open.

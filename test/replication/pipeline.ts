@@ -6,7 +6,7 @@
 import t from 'tap'
 import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { E } from '../../src/errors'
 import { silentLogger } from '../../src/log'
 import { FileReplica } from '../../src/replica/file'
@@ -236,6 +236,32 @@ function wrapped (src: string): { first: () => Mutation[], rest: () => Mutation[
   return { first, rest: () => [] }
 }
 
+/**
+ * A killed run's journal past the cursor: the end of a file whose create and write the replica
+ * applied before the kill (in place, at its own clock), then a rename of it into a directory.
+ * The replay never sees it opened: it copies it at the end, under the name it has then.
+ */
+function renamedOrphan (src: string): { first: () => Mutation[], rest: () => Mutation[] } {
+  const who = { uid, gid }
+  const at = (p: string) => join(src, p)
+  const rep = join(dirname(src), 'rep')
+  const first = (): Mutation[] => {
+    mkdirSync(at('/d'))
+    writeFileSync(at('/d/a'), 'alpha')
+    const day = Math.floor(Date.now() / 1000) - 86_400
+    utimesSync(at('/d/a'), day, day)
+    // What the replica had applied: the directory, and the file with its bytes, not its times.
+    mkdirSync(join(rep, 'd'))
+    writeFileSync(join(rep, 'a'), 'alpha')
+    return [
+      { op: 'flush', path: '/a', fh: 5, ...who },
+      { op: 'release', path: '/a', fh: 5, mtime: day, atime: day, ...who },
+      { op: 'rename', from: '/a', path: '/d/a', ...who },
+    ]
+  }
+  return { first, rest: () => [] }
+}
+
 /** Every entry below `dir`: type, mode, mtime (seconds) and content, by path. */
 function tree (dir: string, at = ''): Record<string, string> {
   const out: Record<string, string> = {}
@@ -370,4 +396,16 @@ t.test('a replay after a restart: a refusal or a lost connection at any request,
     }
   }
   t.equal(wrong, 0, `every one of the ${faults} faults converged`)
+})
+
+t.test('a replay: a file it never saw opened, renamed after its release, is copied under its new name', async t => {
+  const base = mkdtempSync(join(tmpdir(), 'replicafs-pipeline-'))
+  t.teardown(() => rmSync(base, { recursive: true, force: true }))
+  const whole = await ship(base, { cut: Infinity, kind: 'lost', appliedAtCut: false, lostBefore: 0 }, renamedOrphan, true)
+  t.ok(whole.drained, 'the replay ends')
+  t.same(whole.got, whole.want, `with no fault, in ${whole.calls} calls: its bytes and the source's times`)
+  for (let cut = 1; cut <= whole.calls; cut++) {
+    const { got, want, drained } = await ship(base, { cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 }, renamedOrphan, true)
+    t.ok(drained && JSON.stringify(got) === JSON.stringify(want), `refused at call ${cut}: the replica is the source`, { got, want })
+  }
 })
