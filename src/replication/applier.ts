@@ -600,7 +600,15 @@ export class Applier {
       }
       case 'rename': {
         // A replay's files to copy at its end go by the names they have then.
-        if (this.#orphans !== null && this.#orphans.size > 0) this.#orphans = new Set([...this.#orphans].map(p => afterRename(p, m.from, m.path)))
+        const orphans = this.#orphans
+        if (orphans !== null && orphans.size > 0) {
+          let moved: string[] | null = null
+          for (const p of orphans) if (afterRename(p, m.from, m.path) !== p) (moved ??= []).push(p)
+          for (const p of moved ?? []) {
+            orphans.delete(p)
+            orphans.add(afterRename(p, m.from, m.path))
+          }
+        }
         const moving = this.#pending(m.from)
         // Replaced on the source before it was ever published: it never will be.
         const replaced = this.#pending(m.path)

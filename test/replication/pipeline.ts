@@ -405,7 +405,9 @@ t.test('a replay: a file it never saw opened, renamed after its release, is copi
   t.ok(whole.drained, 'the replay ends')
   t.same(whole.got, whole.want, `with no fault, in ${whole.calls} calls: its bytes and the source's times`)
   for (let cut = 1; cut <= whole.calls; cut++) {
-    const { got, want, drained } = await ship(base, { cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 }, renamedOrphan, true)
-    t.ok(drained && JSON.stringify(got) === JSON.stringify(want), `refused at call ${cut}: the replica is the source`, { got, want })
+    for (const fault of [{ cut, kind: 'refused', appliedAtCut: false, lostBefore: 0 }, { cut, kind: 'lost', appliedAtCut: true, lostBefore: 2 }] as Fault[]) {
+      const { got, want, drained } = await ship(base, fault, renamedOrphan, true)
+      t.ok(drained && JSON.stringify(got) === JSON.stringify(want), `${fault.kind} at call ${cut}: the replica is the source`, { got, want })
+    }
   }
 })
