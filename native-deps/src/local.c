@@ -191,7 +191,7 @@ static void intent_cut (void) {
 
 // A change's end. `fd` (-1: none) is a descriptor it wrote through: written from then on.
 static void intent_end_fd (const char *a, int fd) {
-  if (intent_fd < 0) return;
+  if (intent_fd < 0 || (a == NULL && fd < 0)) return;
   pthread_mutex_lock(&intent_mu);
   if (fd >= 0) writing_mark(fd);
   // Nothing in flight: every intent so far is covered by the journal, but for the files

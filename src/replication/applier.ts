@@ -5,7 +5,7 @@ import { E } from '../errors'
 import { ReplicaError, type RemoteHandle, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { Mirror } from './mirror'
-import { afterRename, UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
+import { afterRename, atOrUnder, UTIME_NOW, UTIME_OMIT, type Mutation, type Timespec } from './mutation'
 import { TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 /** How to undo one change of an applier's open files: a file's fields, or a descriptor's file. */
@@ -285,7 +285,7 @@ export class Applier {
    */
   #letGo (path: string): void {
     for (const [fh, f] of this.#open) {
-      if (f.temp !== null || f.path === null || (f.path !== path && !f.path.startsWith(path + '/'))) continue
+      if (f.temp !== null || f.path === null || !atOrUnder(f.path, path)) continue
       this.#dropHandle(fh)
       this.#broken.add(f)
     }
@@ -599,14 +599,15 @@ export class Applier {
         return r.link(m.from, m.path)
       }
       case 'rename': {
-        // A replay's files to copy at its end go by the names they have then.
+        // A replay's files to copy at its end go by the names they have then. (A name moved
+        // in the loop comes round again, below m.path now: never under m.from, it stays.)
         const orphans = this.#orphans
-        if (orphans !== null && orphans.size > 0) {
-          let moved: string[] | null = null
-          for (const p of orphans) if (afterRename(p, m.from, m.path) !== p) (moved ??= []).push(p)
-          for (const p of moved ?? []) {
+        if (orphans !== null) {
+          for (const p of orphans) {
+            const moved = afterRename(p, m.from, m.path)
+            if (moved === p) continue
             orphans.delete(p)
-            orphans.add(afterRename(p, m.from, m.path))
+            orphans.add(moved)
           }
         }
         const moving = this.#pending(m.from)

@@ -4,7 +4,7 @@ import { E } from '../errors'
 import { ReplicaError, type RemoteStat, type Replica } from '../replica/replica'
 import type { Excludes } from './exclude'
 import { CHUNK, SourceTree } from './source'
-import { isTempName, linkOver } from './temp'
+import { isTempName, linkOver, TEMP_PREFIX, TEMP_SUFFIX } from './temp'
 
 const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
@@ -110,7 +110,7 @@ export class Mirror {
 
   /** The name a file is written (or linked) under before it is renamed to `path`. */
   #temp (path: string): string {
-    return `${path.slice(0, path.lastIndexOf('/') + 1)}.replicafs.resync${process.pid}.tmp`
+    return `${path.slice(0, path.lastIndexOf('/') + 1)}${TEMP_PREFIX}resync${process.pid}${TEMP_SUFFIX}`
   }
 
   /** `path` becomes another name of `first` (false: the replica cannot link). */

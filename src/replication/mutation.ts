@@ -36,11 +36,14 @@ export type Mutation =
   /** Not a call: the journal replay is over; publish the files it left open. */
   | { op: 'finish-replay', uid: number, gid: number }
 
+/** `path` is `dir` or below it. */
+export function atOrUnder (path: string, dir: string): boolean {
+  return path === dir || (path.length > dir.length && path.startsWith(dir) && path[dir.length] === '/')
+}
+
 /** `path` after a rename of `from` to `to`: moved with it when it is `from` or below it. */
 export function afterRename (path: string, from: string, to: string): string {
-  if (path === from) return to
-  if (path.length > from.length && path.startsWith(from) && path[from.length] === '/') return to + path.slice(from.length)
-  return path
+  return atOrUnder(path, from) ? to + path.slice(from.length) : path
 }
 
 /** Seconds and nanoseconds; nsec may be UTIME_NOW or UTIME_OMIT. */

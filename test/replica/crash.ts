@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto'
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync, chmodSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cleanupDir, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { cleanupDir, replicaDirs, runCli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 
 const CHURN = join(__dirname, 'crash-churn.py')
 
@@ -87,21 +87,18 @@ t.test('async mode: SIGKILL at 10 random instants of a churn, restart, converge'
 })
 
 t.test('async mode: a file still open for writing at a SIGKILL, every change to it applied already, is made whole by the restart', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-crash-'))
-  const [source, mnt, replica, state] = ['source', 'mnt', 'replica', 'state'].map(n => join(dir, n)) as [string, string, string, string]
-  for (const d of [source, mnt, replica]) mkdirSync(d)
-  const args = ['mount', source, mnt, '--replica', `file://${replica}`, '--mode', 'async', '--state-dir', state, '--no-reconcile']
-  let daemon: Daemon | null = null
   let holder: ReturnType<typeof spawn> | null = null
   let holderExited: Promise<unknown> = Promise.resolve()
+  // Before the dirs' teardown (which stops the daemon and unmounts): the holder goes first.
   t.teardown(async () => {
     holder?.kill('SIGKILL')
     await holderExited
-    if (daemon !== null) await stopDaemon(daemon)
-    cleanupDir(dir, mnt)
   })
+  const d = replicaDirs(t, 'crash')
+  const { source, mnt, replica, state } = d
+  const args = ['mount', source, mnt, '--replica', `file://${replica}`, '--mode', 'async', '--state-dir', state, '--no-reconcile']
 
-  daemon = await startDaemon(args)
+  let daemon = await d.start(args)
   writeFileSync(join(mnt, 'page.html'), 'old page')
   // Truncated and written, held open: the replica writes it under a temp name, and publishes it
   // at its flush, which does not come before the kill.
@@ -134,16 +131,14 @@ time.sleep(60)
   t.ok(intents.includes('/page.html'), 'and names the file still open')
   daemon.child.kill('SIGKILL')
   await daemon.exited
-  daemon = null
   holder.kill('SIGKILL')
   await holderExited
   holder = null
 
   // The journal past the cursor holds nothing of the file: the restart must know it was open.
-  daemon = await startDaemon(args)
-  await stopDaemon(daemon)
+  daemon = await d.start(args)
+  await d.stop()
   t.equal((await daemon.exited).code, 0, 'clean exit')
-  daemon = null
   t.equal(readFileSync(join(source, 'page.html'), 'utf8'), 'new page', 'the source has the new page')
   t.equal(readFileSync(join(replica, 'page.html'), 'utf8'), 'new page', 'so has the replica')
   t.equal(Math.floor(statSync(join(replica, 'page.html')).mtimeMs / 1000), Math.floor(statSync(join(source, 'page.html')).mtimeMs / 1000), 'with the source\'s mtime')

@@ -2,13 +2,13 @@
 // a parent the replica lacks is mirrored once, no temp name is left, and a replica that will
 // not link gets copies.
 import t from 'tap'
-import { linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { E } from '../../src/errors'
 import { FileReplica } from '../../src/replica/file'
 import { ReplicaError, type Replica } from '../../src/replica/replica'
 import { Mirror } from '../../src/replication/mirror'
+import { replicaDirs } from '../helpers/mount'
 import { TEMP } from '../helpers/tree'
 
 /** Every file below `dir`: its inode, link count and content, by path. */
@@ -25,12 +25,7 @@ function files (dir: string, at = ''): Record<string, { ino: number, nlink: numb
 
 /** A source made by `make`, an empty replica, `Mirror.path(path)`: the replica's files. */
 async function mirror (t: tap.Test, path: string, make: (src: string) => void, wrap: (r: FileReplica) => Replica = r => r): Promise<ReturnType<typeof files>> {
-  const dir = mkdtempSync(join(tmpdir(), 'replicafs-mirror-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const src = join(dir, 'src')
-  const rep = join(dir, 'rep')
-  mkdirSync(src)
-  mkdirSync(rep)
+  const { source: src, replica: rep } = replicaDirs(t, 'mirror')
   make(src)
   const r = new FileReplica(`file://${rep}`, rep)
   await r.connect()
