@@ -141,8 +141,9 @@ replicafs status --state-dir DIR [--json]
 Asks the daemon that serves <mountpoint> (over <state-dir>/control.sock, mode 0600) how each
 replica is doing: its state (reconciling, in sync, catching up, degraded, offline, failed),
 the changes and bytes queued for it, its lag (the age of the oldest change it has yet to
-apply), what it applied and at what rate (over the last 5 s), and its last error with the
-time.
+apply), what it applied and at what rate (over the last 5 s), its last error with the
+time, and the paths where it differs from the source because their repair failed (each
+is tried again).
 
 options:
   --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
@@ -153,8 +154,9 @@ exit codes: 0 answered; 2 bad usage; 3 no daemon with replicas answers there.`,
   wait: `replicafs wait <mountpoint> [--timeout SECONDS]
 replicafs wait --state-dir DIR [--timeout SECONDS]
 
-Returns once every replica has applied every change made through the mount before the call:
-the barrier a deploy script needs in async mode (upload, then wait, then switch traffic).
+Returns once every replica has applied every change made through the mount before the call,
+and differs from the source at no path whose repair failed: the barrier a deploy script
+needs in async mode (upload, then wait, then switch traffic).
 
 options:
   --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
@@ -162,7 +164,7 @@ options:
   -h, --help           this text
 
 exit codes: 0 every replica has every change; 1 the timeout passed (the replicas still
-behind are named on stderr); 2 bad usage; 3 no daemon with replicas answers there.`,
+behind, and the paths where one differs, are named on stderr); 2 bad usage; 3 no daemon with replicas answers there.`,
   unmount: `replicafs unmount <mountpoint>
 
 Unmounts a replicafs mount (the daemon then exits 0). Fails, exit 2, if it is not mounted.`,

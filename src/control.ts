@@ -3,7 +3,7 @@ import net from 'node:net'
 import { join } from 'node:path'
 import { EXIT, UserError } from './errors'
 import type { Logger } from './log'
-import type { LinkStatus, Replicator } from './replication/replicator'
+import type { Behind, LinkStatus, Replicator } from './replication/replicator'
 
 /**
  * The daemon's control socket, `<state-dir>/control.sock` (mode 0600, in a 0700 dir): what
@@ -11,7 +11,9 @@ import type { LinkStatus, Replicator } from './replication/replicator'
  * per line:
  *
  *   {"cmd":"status"}               -> {"mode":"sync","replicas":[LinkStatus + throughput]}
- *   {"cmd":"wait","timeoutMs":N}   -> {"behind":[url...]}   (once all applied, or after N ms)
+ *   {"cmd":"wait","timeoutMs":N}   -> {"behind":[url...],"differ":[Behind...]}
+ *                                     (once all applied, or after N ms; `differ`: those of them
+ *                                     holding paths whose repair failed)
  */
 export function controlPath (stateDir: string): string {
   return join(stateDir, 'control.sock')
@@ -123,7 +125,8 @@ export class ControlServer {
     }
     if (req.cmd === 'wait') {
       const ms = typeof req.timeoutMs === 'number' && req.timeoutMs >= 0 ? req.timeoutMs : 0
-      return { behind: await replicator.barrier(ms) }
+      const behind = await replicator.barrier(ms)
+      return { behind: behind.map(b => b.url), differ: behind.filter(b => b.differsCount > 0) }
     }
     return { error: `unknown command ${JSON.stringify(req.cmd)}` }
   }
@@ -178,18 +181,34 @@ export async function statusCommand (stateDir: string, json: boolean): Promise<n
   for (const r of a.replicas) {
     lines.push(`${r.url}: ${r.state}; queued ${r.queued} changes (${mb(r.queuedBytes)}); lag ${r.lagSeconds.toFixed(1)} s; ` +
       `applied ${r.appliedOps} changes (${mb(r.appliedBytes)}), now ${mb(r.bytesPerSecond)}/s; ` +
-      `last error: ${r.lastError === null ? 'none' : `${r.lastErrorAt} ${r.lastError}`}`)
+      `last error: ${r.lastError === null ? 'none' : `${r.lastErrorAt} ${r.lastError}`}` +
+      (r.differsCount > 0 ? `; ${differsText(r)}` : ''))
   }
   process.stdout.write(lines.join('\n') + '\n')
   return EXIT.ok
 }
 
-/** `replicafs wait`: 0 once every replica applied every change made before it; 1 on timeout. */
+/** "3 paths differ from the source (their repair failed, tried again): /a, /b, /c". */
+function differsText (d: Pick<Behind, 'differs' | 'differsCount'>): string {
+  const more = d.differsCount > d.differs.length ? `, and ${d.differsCount - d.differs.length} more` : ''
+  return `${d.differsCount} path${d.differsCount === 1 ? '' : 's'} differ${d.differsCount === 1 ? 's' : ''} from the source ` +
+    `(their repair failed, and is tried again; the daemon's log says why): ${d.differs.join(', ')}${more}`
+}
+
+/**
+ * `replicafs wait`: 0 once every replica applied every change made before it (and holds no
+ * path whose repair failed); 1 on timeout.
+ */
 export async function waitCommand (stateDir: string, timeoutMs: number): Promise<number> {
   const a = await ask(stateDir, { cmd: 'wait', timeoutMs }, 'wait', timeoutMs + 10_000)
   const behind = Array.isArray(a.behind) ? a.behind as string[] : null
   if (behind === null) throw new UserError(`wait: the daemon answered ${JSON.stringify(a)}`, EXIT.unreachable)
   if (behind.length === 0) return EXIT.ok
-  process.stderr.write(`replicafs: wait: still behind after ${timeoutMs / 1000} s: ${behind.join(', ')}\n`)
+  const differ = new Map((Array.isArray(a.differ) ? a.differ as Behind[] : []).map(d => [d.url, d]))
+  const named = behind.map(url => {
+    const d = differ.get(url)
+    return d === undefined ? url : `${url} (${differsText(d)})`
+  })
+  process.stderr.write(`replicafs: wait: still behind after ${timeoutMs / 1000} s: ${named.join(', ')}\n`)
   return 1
 }

@@ -36,9 +36,9 @@ export type Mutation =
   /** Not a call: the journal replay is over; publish the files it left open. */
   | { op: 'finish-replay', uid: number, gid: number }
 
-/** `path` is `dir` or below it. */
+/** `path` is `dir` or below it (every path is below the root, `/`). */
 export function atOrUnder (path: string, dir: string): boolean {
-  return path === dir || (path.length > dir.length && path.startsWith(dir) && path[dir.length] === '/')
+  return path === dir || dir === '/' || (path.length > dir.length && path.startsWith(dir) && path[dir.length] === '/')
 }
 
 /** `path` after a rename of `from` to `to`: moved with it when it is `from` or below it. */

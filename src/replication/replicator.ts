@@ -5,7 +5,7 @@ import { ReplicaError, type Replica } from '../replica/replica'
 import { Applier, CopiesRefused, type ApplierOptions } from './applier'
 import { cancelled } from './compact'
 import type { Journal, JournalRecord, SharedAppends } from './journal'
-import { afterRename, type Mutation, type ReplicationHook } from './mutation'
+import { afterRename, atOrUnder, type Mutation, type ReplicationHook } from './mutation'
 
 export type Mode = 'sync' | 'async'
 
@@ -27,6 +27,20 @@ export interface LinkStatus {
   lastError: string | null
   /** ISO time of the last error. */
   lastErrorAt: string | null
+  /**
+   * Paths where it holds something other than the source: their repair failed, and is tried
+   * again (first DIFFERS_SHOWN, readable text), and how many there are.
+   */
+  differs: string[]
+  differsCount: number
+}
+
+/** What `replicafs wait` answers about a replica that is not caught up. */
+export interface Behind {
+  url: string
+  /** As in LinkStatus: paths whose repair failed, and how many. */
+  differs: string[]
+  differsCount: number
 }
 
 export interface ReplicatorOptions {
@@ -86,6 +100,13 @@ class Link {
    * that record is in the journal (`journaled`), it needs no older one.
    */
   wholeResync: { seq: number, journaled: boolean } | null = null
+  /**
+   * Paths whose repair (a resync) the replica refused, so that it holds something else there
+   * than the source: each is repaired again after `delayMs` (`timer`, null once it fired;
+   * doubling each time that repair fails too), and drops out when a repair of it, or of a
+   * directory above it, has run.
+   */
+  readonly differs = new Map<string, { delayMs: number, timer: NodeJS.Timeout | null }>()
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -115,6 +136,26 @@ const PULL_AGAIN_MS = 1
 
 const BACKOFF_MIN_MS = 250
 const BACKOFF_MAX_MS = 30_000
+
+/** A failed repair is tried again after this, doubling up to the max. */
+const REPAIR_RETRY_MIN_MS = 5_000
+const REPAIR_RETRY_MAX_MS = 10 * 60_000
+/** Paths a replica may differ at, each retried on its own, before it is the whole tree's resync instead. */
+const DIFFERS_MAX = 1000
+/** Paths of them that status and wait name. */
+const DIFFERS_SHOWN = 10
+
+/** A byte-string path (latin1) as readable text (names that are not UTF-8 get U+FFFD). */
+const readable = (path: string) => Buffer.from(path, 'latin1').toString('utf8')
+
+function differsOf (link: Link): { differs: string[], differsCount: number } {
+  const differs: string[] = []
+  for (const path of link.differs.keys()) {
+    if (differs.length === DIFFERS_SHOWN) break
+    differs.push(readable(path))
+  }
+  return { differs, differsCount: link.differs.size }
+}
 
 /** Errors that say the change is already there: re-applying after a reconnect is harmless. */
 const ALREADY_DONE: Partial<Record<Mutation['op'], number>> = {
@@ -330,6 +371,7 @@ export class Replicator implements ReplicationHook {
         errors: l.errors,
         lastError: l.lastError?.message ?? null,
         lastErrorAt: l.lastError !== null ? new Date(l.lastError.at).toISOString() : null,
+        ...differsOf(l),
       }
     })
   }
@@ -341,15 +383,17 @@ export class Replicator implements ReplicationHook {
 
   /**
    * The barrier of `replicafs wait`: resolves with the replicas that have not applied every
-   * change made before the call once `timeoutMs` passed ([] as soon as all have).
+   * change made before the call once `timeoutMs` passed ([] as soon as all have). A replica
+   * whose repair of some path failed holds something else there than the source: it is behind
+   * until a repair of it runs.
    */
-  async barrier (timeoutMs: number): Promise<string[]> {
+  async barrier (timeoutMs: number): Promise<Behind[]> {
     this.#pull()
     const target = this.#seq
-    const behind = () => this.#links.filter(l => l.appliedSeq < target && l.state !== 'failed').map(l => l.replica.url)
-    await poll(() => behind().length === 0, timeoutMs)
     // A replica stopped for good never catches up: it is behind too.
-    return [...behind(), ...this.#links.filter(l => l.state === 'failed').map(l => l.replica.url)]
+    const behind = () => this.#links.filter(l => l.appliedSeq < target || l.state === 'failed' || l.differs.size > 0)
+    await poll(() => behind().length === 0, timeoutMs)
+    return behind().map(l => ({ url: l.replica.url, ...differsOf(l) }))
   }
 
   /** Changes queued for the replicas, summed. */
@@ -358,6 +402,7 @@ export class Replicator implements ReplicationHook {
   }
 
   async close (): Promise<void> {
+    for (const l of this.#links) this.#repaired(l, '/')
     await this.#o.journal?.close()
     await Promise.all(this.#links.map(l => l.replica.close()))
   }
@@ -598,6 +643,7 @@ export class Replicator implements ReplicationHook {
 
   #applied (link: Link, rec: Rec): void {
     this.#wholeResyncDone(link, rec)
+    if (rec.m.op === 'resync' && link.differs.size > 0) this.#repaired(link, rec.m.path)
     this.#shift(link)
     link.queuedBytes -= rec.bytes
     link.appliedOps++
@@ -630,7 +676,9 @@ export class Replicator implements ReplicationHook {
       !await lstat(Buffer.from(this.#o.applier.sourceRoot + rec.m.path, 'latin1')).then(() => true, () => false)
     if (rec.m.op === 'resync' && !moved) {
       this.#wholeResyncDone(link, rec)
-      this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; the replica differs from the source there`)
+      const retryMs = this.#differs(link, rec.m.path)
+      this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; ` +
+        `the replica differs from the source there (trying again in ${retryMs / 1000} s)`)
     } else {
       // The replica refused a change (it had diverged, or a resync read a newer source state
       // than the change's): repair the paths from the source as it is now. The repair is a
@@ -676,6 +724,39 @@ export class Replicator implements ReplicationHook {
       // Queued all the same; only a kill before it is applied would lose it.
       this.#o.log.error('journal', `cannot journal the resync of ${JSON.stringify(path)}`, e)
     })
+  }
+
+  /**
+   * The replica refused the repair of `path`: it differs from the source there until a repair
+   * runs. One is queued again later (the cause, a full disk or a directory it may not write,
+   * may be gone by then), at longer and longer intervals; past DIFFERS_MAX such paths, the
+   * whole tree's instead. Returns the delay, ms.
+   */
+  #differs (link: Link, path: string): number {
+    const before = link.differs.get(path)
+    // Refused again before its retry (a run of changes to the file, each repaired): it stands.
+    if (before?.timer != null) return before.delayMs
+    if (before === undefined && link.differs.size >= DIFFERS_MAX) {
+      this.#repaired(link, '/')
+      path = '/'
+    }
+    const entry = { delayMs: before === undefined ? REPAIR_RETRY_MIN_MS : Math.min(REPAIR_RETRY_MAX_MS, before.delayMs * 2), timer: null as NodeJS.Timeout | null }
+    entry.timer = setTimeout(() => {
+      entry.timer = null
+      void this.#repair(link, path)
+    }, entry.delayMs)
+    entry.timer.unref()
+    link.differs.set(path, entry)
+    return entry.delayMs
+  }
+
+  /** A repair of `path` ran: the replica holds what the source does there, and below. */
+  #repaired (link: Link, path: string): void {
+    for (const [p, d] of link.differs) {
+      if (!atOrUnder(p, path)) continue
+      if (d.timer !== null) clearTimeout(d.timer)
+      link.differs.delete(p)
+    }
   }
 
   /** The replica has applied every change up to `seq`. */

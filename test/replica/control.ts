@@ -3,13 +3,14 @@
  * told the truth while the replica is frozen (SIGSTOP) and after it resumes.
  */
 import t from 'tap'
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cleanupDir, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { cleanupDir, replicaDirs, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 
-interface Status { mode: string, replicas: Array<{ url: string, state: string, queued: number, lagSeconds: number, appliedOps: number }> }
+interface Status { mode: string, replicas: Array<{ url: string, state: string, queued: number, lagSeconds: number, appliedOps: number, differs: string[], differsCount: number }> }
 
 t.test('status and wait tell the truth while a replica is frozen', async t => {
   const dir = mkdtempSync(join(tmpdir(), 'replicafs-control-'))
@@ -69,6 +70,45 @@ t.test('status and wait tell the truth while a replica is frozen', async t => {
   const gone = await cli(['status', '--state-dir', state])
   t.equal(gone.code, 3, 'status with no daemon: exit 3')
   t.match(gone.stderr, /no replicafs daemon/)
+})
+
+t.test('a path whose repair the replica refuses: status and wait name it until a retry repairs it', async t => {
+  const f = replicaDirs(t, 'control')
+  const locked = join(f.replica, 'locked')
+  // Teardowns run last first: this one before the dirs' teardown removes them.
+  t.teardown(() => {
+    try { execFileSync('chattr', ['-i', locked]) } catch {}
+  })
+  const state = f.state
+  const daemon = await f.start(['mount', f.source, f.mnt, '--replica', `file://${f.replica}`, '--mode', 'async', '--state-dir', state])
+  const status = async (): Promise<Status> => JSON.parse((await cli(['status', '--state-dir', state, '--json'])).stdout) as Status
+
+  mkdirSync(join(f.mnt, 'locked'))
+  t.equal((await cli(['wait', '--state-dir', state, '--timeout', '20'])).code, 0, 'the directory is on the replica')
+  // Nothing may be made in it, by root too: the new file and then its repair are refused.
+  execFileSync('chattr', ['+i', locked])
+  writeFileSync(join(f.mnt, 'locked', 'page.html'), 'the new page')
+  let s = await status()
+  for (let i = 0; i < 200 && s.replicas[0]?.differsCount !== 1; i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    s = await status()
+  }
+  t.equal(s.replicas[0]?.differsCount, 1, 'status: one path differs')
+  t.same(s.replicas[0]?.differs, ['/locked/page.html'], 'status names it')
+  t.match((await cli(['status', '--state-dir', state])).stdout, /: .*1 path differs from the source \(their repair failed, and is tried again.*\): \/locked\/page\.html$/m,
+    'the text form says so')
+  const late = await cli(['wait', '--state-dir', state, '--timeout', '1'])
+  t.equal(late.code, 1, 'wait: exit 1 while it differs, though nothing is queued')
+  t.match(late.stderr, `file://${f.replica} (1 path differs from the source`, 'naming the replica')
+  t.match(late.stderr, '/locked/page.html', 'and the path')
+  t.match(daemon.stderr, /cannot resync "\/locked\/page\.html": .*the replica differs from the source there \(trying again in 5 s\)/, 'the log says why and when it is tried again')
+
+  execFileSync('chattr', ['-i', locked])
+  const caught = await cli(['wait', '--state-dir', state, '--timeout', '60'])
+  t.equal(caught.code, 0, 'once the cause is gone, the retry repairs it: wait exits 0')
+  t.equal(readFileSync(join(locked, 'page.html'), 'utf8'), 'the new page', 'the replica has the file')
+  s = await status()
+  t.equal(s.replicas[0]?.differsCount, 0, 'status: nothing differs')
 })
 
 t.test('status and wait: usage', async t => {

@@ -39,6 +39,7 @@ t.test('the endpoint scrapes: replica gauges and counters, call latency by op', 
   t.equal(value('replicafs_replica_applied_bytes_total', `replica="${url}"`), 3000, 'bytes applied')
   t.equal(value('replicafs_replica_queued_changes', `replica="${url}"`), 0, 'queue: empty (sync mode)')
   t.equal(value('replicafs_replica_errors_total', `replica="${url}"`), 0, 'no errors')
+  t.equal(value('replicafs_replica_differing_paths', `replica="${url}"`), 0, 'no path differs')
   t.equal(value('replicafs_replica_state', `replica="${url}",state="in sync"`), 1, 'state: in sync')
   t.equal(value('replicafs_replica_state', `replica="${url}",state="degraded"`), 0, 'not degraded')
   t.equal(value('replicafs_call_duration_seconds_count', 'op="write"'), 3, 'three writes timed')
