@@ -142,8 +142,8 @@ Asks the daemon that serves <mountpoint> (over <state-dir>/control.sock, mode 06
 replica is doing: its state (reconciling, in sync, catching up, degraded, offline, failed),
 the changes and bytes queued for it, its lag (the age of the oldest change it has yet to
 apply), what it applied and at what rate (over the last 5 s), its last error with the
-time, and the paths where it differs from the source because their repair failed (each
-is tried again).
+time, and the paths where it differs from the source (a change there was refused, and
+its repair waits its turn, or failed and is tried again).
 
 options:
   --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
@@ -155,8 +155,8 @@ exit codes: 0 answered; 2 bad usage; 3 no daemon with replicas answers there.`,
 replicafs wait --state-dir DIR [--timeout SECONDS]
 
 Returns once every replica has applied every change made through the mount before the call,
-and differs from the source at no path whose repair failed: the barrier a deploy script
-needs in async mode (upload, then wait, then switch traffic).
+and repaired every path where it refused one: the barrier a deploy script needs in async
+mode (upload, then wait, then switch traffic).
 
 options:
   --state-dir DIR      the daemon's --state-dir. default: the default for <mountpoint>
@@ -164,7 +164,8 @@ options:
   -h, --help           this text
 
 exit codes: 0 every replica has every change; 1 the timeout passed (the replicas still
-behind, and the paths where one differs, are named on stderr); 2 bad usage; 3 no daemon with replicas answers there.`,
+behind, and the paths where one differs, are named on stderr); 2 bad usage; 3 no daemon
+with replicas answers there.`,
   unmount: `replicafs unmount <mountpoint>
 
 Unmounts a replicafs mount (the daemon then exits 0). Fails, exit 2, if it is not mounted.`,
@@ -219,7 +220,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
     throw blameFile(err, configFile ?? '', fromFile)
   }
   const { checkPaths, mount } = await import('./fuse/mount')
-  const { intentsPath, startReplication } = await import('./replication/setup')
+  const { appendIntents, intentsPath, startReplication } = await import('./replication/setup')
   const paths = await checkPaths(source, mountpoint, log)
   const replication = await startReplication(config, paths.source, log)
   const replicator = replication?.replicator ?? null
@@ -242,9 +243,16 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   log.info('main', `unmounted ${mountpoint}`)
   if (replicator !== null) {
     const drained = await replicator.drain(config.timeoutSeconds * 1000)
+    const differing = replicator.differing()
     if (!drained) log.warn('main', 'some replicas had not applied every change at exit')
-    // Nothing is in flight any more: the next start has nothing to resync.
-    else await truncate(intents).catch(() => {})
+    if (differing.length > 0) {
+      // The journal's cursors have passed the changes refused there: the intents keep them.
+      log.warn('main', `some replica differs from the source at ${differing.length} paths (a change refused, its repair failed or not run): the next start resyncs them`)
+      await appendIntents(config.stateDir, differing).catch(err => log.error('main', `cannot keep the paths to resync in ${intents}`, err))
+    } else if (drained) {
+      // Nothing is in flight any more: the next start has nothing to resync.
+      await truncate(intents).catch(() => {})
+    }
     await replication?.control?.close()
     await replication?.metrics?.close()
     await replicator.close()

@@ -188,11 +188,12 @@ export async function statusCommand (stateDir: string, json: boolean): Promise<n
   return EXIT.ok
 }
 
-/** "3 paths differ from the source (their repair failed, tried again): /a, /b, /c". */
+/** '2 paths differ from the source: "/a", "/b" (their repair failed or waits its turn; ...)'. */
 function differsText (d: Pick<Behind, 'differs' | 'differsCount'>): string {
+  const one = d.differsCount === 1
   const more = d.differsCount > d.differs.length ? `, and ${d.differsCount - d.differs.length} more` : ''
-  return `${d.differsCount} path${d.differsCount === 1 ? '' : 's'} differ${d.differsCount === 1 ? 's' : ''} from the source ` +
-    `(their repair failed, and is tried again; the daemon's log says why): ${d.differs.join(', ')}${more}`
+  return `${d.differsCount} path${one ? '' : 's'} differ${one ? 's' : ''} from the source: ${d.differs.map(p => JSON.stringify(p)).join(', ')}${more} ` +
+    `(a change there was refused; ${one ? 'its' : 'their'} repair waits its turn, or failed and is tried again: the daemon's log says why)`
 }
 
 /**
@@ -204,11 +205,8 @@ export async function waitCommand (stateDir: string, timeoutMs: number): Promise
   const behind = Array.isArray(a.behind) ? a.behind as string[] : null
   if (behind === null) throw new UserError(`wait: the daemon answered ${JSON.stringify(a)}`, EXIT.unreachable)
   if (behind.length === 0) return EXIT.ok
-  const differ = new Map((Array.isArray(a.differ) ? a.differ as Behind[] : []).map(d => [d.url, d]))
-  const named = behind.map(url => {
-    const d = differ.get(url)
-    return d === undefined ? url : `${url} (${differsText(d)})`
-  })
-  process.stderr.write(`replicafs: wait: still behind after ${timeoutMs / 1000} s: ${named.join(', ')}\n`)
+  const lines = [`replicafs: wait: still behind after ${timeoutMs / 1000} s: ${behind.join(', ')}`]
+  for (const d of Array.isArray(a.differ) ? a.differ as Behind[] : []) lines.push(`replicafs: wait: ${d.url}: ${differsText(d)}`)
+  process.stderr.write(lines.join('\n') + '\n')
   return 1
 }

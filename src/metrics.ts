@@ -50,7 +50,7 @@ export class Metrics {
     gauge('replicafs_replica_lag_seconds', 'Age of the oldest change the replica has yet to apply.', s => s.lagSeconds)
     gauge('replicafs_replica_queued_changes', 'Changes queued for the replica.', s => s.queued)
     gauge('replicafs_replica_queued_bytes', 'Data bytes queued for the replica.', s => s.queuedBytes)
-    gauge('replicafs_replica_differing_paths', 'Paths where the replica holds something else than the source: their repair failed and is tried again.', s => s.differsCount)
+    gauge('replicafs_replica_differing_paths', 'Paths where the replica holds something else than the source: a change there was refused, and its repair waits its turn or failed (and is tried again).', s => s.differsCount)
     counter('replicafs_replica_applied_changes_total', 'Changes the replica applied.', s => s.appliedOps)
     counter('replicafs_replica_applied_bytes_total', 'Data bytes the replica applied.', s => s.appliedBytes)
     counter('replicafs_replica_errors_total', 'Changes the replica failed (each retried or repaired).', s => s.errors)

@@ -28,8 +28,9 @@ export interface LinkStatus {
   /** ISO time of the last error. */
   lastErrorAt: string | null
   /**
-   * Paths where it holds something other than the source: their repair failed, and is tried
-   * again (first DIFFERS_SHOWN, readable text), and how many there are.
+   * Paths where it holds something other than the source (first DIFFERS_SHOWN, readable
+   * text), and how many there are: a change there was refused, and its repair (a resync)
+   * waits its turn, or failed and is tried again.
    */
   differs: string[]
   differsCount: number
@@ -73,6 +74,17 @@ interface Rec {
   waiter: { resolve: () => void, reject: (err: Error) => void, timer: NodeJS.Timeout } | null
 }
 
+/** A path a replica differs at (Link.differs). */
+interface Differ {
+  /** Its name now: it follows the renames the replica applies. */
+  path: string
+  /** 0 while its first repair waits its turn; then the delay before the next try, doubling. */
+  delayMs: number
+  /** The next try, while one is due (then null again: the repair is queued). */
+  timer: NodeJS.Timeout | null
+  due: number
+}
+
 /** One replica, its applier, and the changes it has yet to apply, in order. */
 class Link {
   readonly replica: Replica
@@ -101,12 +113,11 @@ class Link {
    */
   wholeResync: { seq: number, journaled: boolean } | null = null
   /**
-   * Paths whose repair (a resync) the replica refused, so that it holds something else there
-   * than the source: each is repaired again after `delayMs` (`timer`, null once it fired;
-   * doubling each time that repair fails too), and drops out when a repair of it, or of a
-   * directory above it, has run.
+   * Paths where the replica holds something else than the source: a change there was refused
+   * and its repair (a resync) has not run yet, or was refused too. Each drops out when a repair
+   * of it, or of a directory above it, has run.
    */
-  readonly differs = new Map<string, { delayMs: number, timer: NodeJS.Timeout | null }>()
+  readonly differs = new Map<string, Differ>()
 
   constructor (replica: Replica, o: ApplierOptions) {
     this.replica = replica
@@ -384,8 +395,8 @@ export class Replicator implements ReplicationHook {
   /**
    * The barrier of `replicafs wait`: resolves with the replicas that have not applied every
    * change made before the call once `timeoutMs` passed ([] as soon as all have). A replica
-   * whose repair of some path failed holds something else there than the source: it is behind
-   * until a repair of it runs.
+   * that refused a change holds something else there than the source: it is behind until a
+   * repair of that path has run (the repair is a change made after the call).
    */
   async barrier (timeoutMs: number): Promise<Behind[]> {
     this.#pull()
@@ -643,7 +654,10 @@ export class Replicator implements ReplicationHook {
 
   #applied (link: Link, rec: Rec): void {
     this.#wholeResyncDone(link, rec)
-    if (rec.m.op === 'resync' && link.differs.size > 0) this.#repaired(link, rec.m.path)
+    if (link.differs.size > 0) {
+      if (rec.m.op === 'resync') this.#repaired(link, rec.m.path)
+      else if (rec.m.op === 'rename') this.#renamed(link, rec.m.from, rec.m.path)
+    }
     this.#shift(link)
     link.queuedBytes -= rec.bytes
     link.appliedOps++
@@ -676,10 +690,12 @@ export class Replicator implements ReplicationHook {
       !await lstat(Buffer.from(this.#o.applier.sourceRoot + rec.m.path, 'latin1')).then(() => true, () => false)
     if (rec.m.op === 'resync' && !moved) {
       this.#wholeResyncDone(link, rec)
-      const retryMs = this.#differs(link, rec.m.path)
+      const when = this.#retry(link, rec.m.path)
       this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; ` +
-        `the replica differs from the source there (trying again in ${retryMs / 1000} s)`)
+        `the replica differs from the source there (${when})`)
     } else {
+      // Gone from the source: the repairs below go by the names the queued changes give it.
+      if (moved && rec.m.op === 'resync') this.#forget(link, rec.m.path)
       // The replica refused a change (it had diverged, or a resync read a newer source state
       // than the change's): repair the paths from the source as it is now. The repair is a
       // change of its own, after every change made so far, so that cursors only move forward;
@@ -717,6 +733,8 @@ export class Replicator implements ReplicationHook {
    * where one is queued last already (a run of writes refused in turn).
    */
   async #repair (link: Link, path: string): Promise<void> {
+    // Past DIFFERS_MAX paths, the whole tree's repair instead.
+    if (this.#track(link, path)?.path === '/') path = '/'
     if (repairQueued(link, path)) return
     const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
     for (const l of this.#links) this.#enqueue(l, repair)
@@ -727,36 +745,78 @@ export class Replicator implements ReplicationHook {
   }
 
   /**
-   * The replica refused the repair of `path`: it differs from the source there until a repair
-   * runs. One is queued again later (the cause, a full disk or a directory it may not write,
-   * may be gone by then), at longer and longer intervals; past DIFFERS_MAX such paths, the
-   * whole tree's instead. Returns the delay, ms.
+   * `path` differs on the replica until a repair of it runs: its entry (undefined where the
+   * whole tree's is there already, which covers it). Past DIFFERS_MAX paths, the whole tree's
+   * entry replaces them all.
    */
-  #differs (link: Link, path: string): number {
-    const before = link.differs.get(path)
-    // Refused again before its retry (a run of changes to the file, each repaired): it stands.
-    if (before?.timer != null) return before.delayMs
-    if (before === undefined && link.differs.size >= DIFFERS_MAX) {
+  #track (link: Link, path: string): Differ | undefined {
+    const known = link.differs.get(path)
+    if (known !== undefined) return known
+    if (link.differs.has('/')) return undefined
+    if (link.differs.size >= DIFFERS_MAX) {
       this.#repaired(link, '/')
       path = '/'
     }
-    const entry = { delayMs: before === undefined ? REPAIR_RETRY_MIN_MS : Math.min(REPAIR_RETRY_MAX_MS, before.delayMs * 2), timer: null as NodeJS.Timeout | null }
-    entry.timer = setTimeout(() => {
-      entry.timer = null
-      void this.#repair(link, path)
-    }, entry.delayMs)
-    entry.timer.unref()
-    link.differs.set(path, entry)
-    return entry.delayMs
+    const d: Differ = { path, delayMs: 0, timer: null, due: 0 }
+    link.differs.set(path, d)
+    return d
+  }
+
+  /**
+   * The replica refused the repair of `path`: it differs from the source there until a repair
+   * runs. One is queued again later (the cause, a full disk or a directory it may not write,
+   * may be gone by then), at longer and longer intervals. Returns when, for the log.
+   */
+  #retry (link: Link, path: string): string {
+    const d = this.#track(link, path)
+    if (d === undefined) return 'the resync of the whole tree, due, repairs it'
+    // Refused again before its try (a run of changes to the file, each repaired): it stands.
+    if (d.timer === null) {
+      d.delayMs = d.delayMs === 0 ? REPAIR_RETRY_MIN_MS : Math.min(REPAIR_RETRY_MAX_MS, d.delayMs * 2)
+      d.due = Date.now() + d.delayMs
+      d.timer = setTimeout(() => {
+        d.timer = null
+        this.#repair(link, d.path).catch(err => {
+          this.#o.log.error('replica', `${link.replica.url}: cannot queue the resync of ${JSON.stringify(d.path)}`, err)
+          this.#retry(link, d.path)
+        })
+      }, d.delayMs)
+      d.timer.unref()
+    }
+    return `${d.path === path ? '' : `as part of ${JSON.stringify(d.path)}, `}trying again in ${Math.ceil((d.due - Date.now()) / 1000)} s`
   }
 
   /** A repair of `path` ran: the replica holds what the source does there, and below. */
   #repaired (link: Link, path: string): void {
+    for (const [p, d] of link.differs) if (atOrUnder(p, path)) this.#forget(link, p, d)
+  }
+
+  #forget (link: Link, path: string, d = link.differs.get(path)): void {
+    if (d?.timer != null) clearTimeout(d.timer)
+    link.differs.delete(path)
+  }
+
+  /**
+   * The replica applied a rename: what differed at and below `from` differs at its new name,
+   * and what was at `to` is gone.
+   */
+  #renamed (link: Link, from: string, to: string): void {
+    this.#repaired(link, to)
+    const moved: Differ[] = []
     for (const [p, d] of link.differs) {
-      if (!atOrUnder(p, path)) continue
-      if (d.timer !== null) clearTimeout(d.timer)
+      if (!atOrUnder(p, from)) continue
       link.differs.delete(p)
+      d.path = afterRename(p, from, to)
+      moved.push(d)
     }
+    for (const d of moved) link.differs.set(d.path, d)
+  }
+
+  /** Every path some replica differs at (byte strings), each once: for the next start to resync. */
+  differing (): string[] {
+    const paths = new Set<string>()
+    for (const l of this.#links) for (const p of l.differs.keys()) paths.add(p)
+    return [...paths]
   }
 
   /** The replica has applied every change up to `seq`. */
@@ -783,6 +843,7 @@ export class Replicator implements ReplicationHook {
       if (err instanceof ReplicaError && err.permanent) {
         this.#o.log.error('replica', `${link.replica.url}: ${err.message}; replication to it is stopped`)
         link.state = 'failed'
+        this.#repaired(link, '/')
         void link.replica.close().catch(() => {})
         for (const r of link.queue.splice(0)) this.#fail(r)
         link.queuedBytes = 0

@@ -1,6 +1,6 @@
 import type { Logger } from '../log'
 import type { MountConfig } from '../config'
-import { readFile } from 'node:fs/promises'
+import { appendFile, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
 import { native } from '../native'
@@ -117,6 +117,23 @@ async function recover (replicator: Replicator, log: Logger, reconcileNext: bool
 /** The file local.c logs the paths of each change to before applying it. */
 export function intentsPath (stateDir: string): string {
   return join(stateDir, 'intents.log')
+}
+
+/**
+ * Adds `paths` to the intents (as local.c writes them: u16 length, the bytes, u16 0), for the
+ * next start to resync: where a replica differs at the exit (a change refused, its repair not
+ * done), what the journal's cursors have passed.
+ */
+export async function appendIntents (stateDir: string, paths: string[]): Promise<void> {
+  const parts: Buffer[] = []
+  for (const p of paths) {
+    const b = Buffer.from(p, 'latin1')
+    if (b.length > 0xffff) continue
+    const head = Buffer.alloc(2)
+    head.writeUInt16LE(b.length)
+    parts.push(head, b, Buffer.alloc(2))
+  }
+  await appendFile(intentsPath(stateDir), Buffer.concat(parts))
 }
 
 /** The paths of changes that were in flight when the last run stopped (local.c's intents). */

@@ -1,13 +1,14 @@
 /**
- * status and wait, against a running daemon in async mode with a real sshd's sftp replica,
- * told the truth while the replica is frozen (SIGSTOP) and after it resumes.
+ * status and wait, against a running daemon in async mode: with a real sshd's sftp replica,
+ * told the truth while the replica is frozen (SIGSTOP) and after it resumes; with a file://
+ * replica that refuses a change and its repair (chattr +i), until a retry repairs it.
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { cleanupDir, replicaDirs, runCli as cli, startDaemon, stopDaemon, type Daemon } from '../helpers/mount'
+import { cleanupDir, replicaDirs, runCli as cli, startDaemon, stopDaemon, type Daemon, type ReplicaDirs } from '../helpers/mount'
 import { startSshd, type Sshd } from '../helpers/sshd'
 
 interface Status { mode: string, replicas: Array<{ url: string, state: string, queued: number, lagSeconds: number, appliedOps: number, differs: string[], differsCount: number }> }
@@ -72,43 +73,89 @@ t.test('status and wait tell the truth while a replica is frozen', async t => {
   t.match(gone.stderr, /no replicafs daemon/)
 })
 
-t.test('a path whose repair the replica refuses: status and wait name it until a retry repairs it', async t => {
+/** Polls `cond` every 100 ms for up to 20 s; true once it holds. */
+async function until (cond: () => boolean | Promise<boolean>): Promise<boolean> {
+  for (let i = 0; i < 200; i++) {
+    if (await cond()) return true
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  return cond()
+}
+
+/** A mount in async mode to a file:// replica, with chattr +i on replica paths lifted at teardown. */
+async function lockable (t: { teardown (fn: () => unknown): void }): Promise<{ f: ReplicaDirs, daemon: Daemon, lock (p: string): void, unlock (p: string): void, status (): Promise<Status>, wait (s: number): ReturnType<typeof cli> }> {
   const f = replicaDirs(t, 'control')
-  const locked = join(f.replica, 'locked')
+  const locked = new Set<string>()
   // Teardowns run last first: this one before the dirs' teardown removes them.
   t.teardown(() => {
-    try { execFileSync('chattr', ['-i', locked]) } catch {}
+    for (const p of locked) try { execFileSync('chattr', ['-i', p], { stdio: 'ignore' }) } catch {}
   })
-  const state = f.state
-  const daemon = await f.start(['mount', f.source, f.mnt, '--replica', `file://${f.replica}`, '--mode', 'async', '--state-dir', state])
-  const status = async (): Promise<Status> => JSON.parse((await cli(['status', '--state-dir', state, '--json'])).stdout) as Status
-
-  mkdirSync(join(f.mnt, 'locked'))
-  t.equal((await cli(['wait', '--state-dir', state, '--timeout', '20'])).code, 0, 'the directory is on the replica')
-  // Nothing may be made in it, by root too: the new file and then its repair are refused.
-  execFileSync('chattr', ['+i', locked])
-  writeFileSync(join(f.mnt, 'locked', 'page.html'), 'the new page')
-  let s = await status()
-  for (let i = 0; i < 200 && s.replicas[0]?.differsCount !== 1; i++) {
-    await new Promise(resolve => setTimeout(resolve, 100))
-    s = await status()
+  const daemon = await f.start(['mount', f.source, f.mnt, '--replica', `file://${f.replica}`, '--mode', 'async', '--state-dir', f.state])
+  return {
+    f,
+    daemon,
+    // Nothing may be made in, renamed over or removed from what is immutable, by root either.
+    lock (p) { locked.add(p); execFileSync('chattr', ['+i', p]) },
+    unlock (p) { execFileSync('chattr', ['-i', p]); locked.delete(p) },
+    status: async () => JSON.parse((await cli(['status', '--state-dir', f.state, '--json'])).stdout) as Status,
+    wait: (s: number) => cli(['wait', '--state-dir', f.state, '--timeout', String(s)]),
   }
+}
+
+t.test('a path whose repair the replica refuses: status and wait name it until a retry repairs it', async t => {
+  const { f, daemon, lock, unlock, status, wait } = await lockable(t)
+  const locked = join(f.replica, 'locked')
+  mkdirSync(join(f.mnt, 'locked'))
+  t.equal((await wait(20)).code, 0, 'the directory is on the replica')
+  // The new file and then its repair are refused.
+  lock(locked)
+  writeFileSync(join(f.mnt, 'locked', 'page.html'), 'the new page')
+  const early = await wait(1)
+  t.equal(early.code, 1, 'wait, right after the upload: exit 1')
+  t.ok(await until(() => /cannot resync "\/locked\/page\.html": .*the replica differs from the source there \(trying again in 5 s\)/.test(daemon.stderr)),
+    'the log says why the repair failed and when it is tried again')
+  const s = await status()
   t.equal(s.replicas[0]?.differsCount, 1, 'status: one path differs')
   t.same(s.replicas[0]?.differs, ['/locked/page.html'], 'status names it')
-  t.match((await cli(['status', '--state-dir', state])).stdout, /: .*1 path differs from the source \(their repair failed, and is tried again.*\): \/locked\/page\.html$/m,
+  t.match((await cli(['status', '--state-dir', f.state])).stdout, /: .*; 1 path differs from the source: "\/locked\/page\.html" \(a change there was refused; its repair/m,
     'the text form says so')
-  const late = await cli(['wait', '--state-dir', state, '--timeout', '1'])
+  const late = await wait(1)
   t.equal(late.code, 1, 'wait: exit 1 while it differs, though nothing is queued')
-  t.match(late.stderr, `file://${f.replica} (1 path differs from the source`, 'naming the replica')
-  t.match(late.stderr, '/locked/page.html', 'and the path')
-  t.match(daemon.stderr, /cannot resync "\/locked\/page\.html": .*the replica differs from the source there \(trying again in 5 s\)/, 'the log says why and when it is tried again')
+  t.match(late.stderr, `wait: file://${f.replica}: 1 path differs from the source: "/locked/page.html"`, 'naming the replica and the path')
 
-  execFileSync('chattr', ['-i', locked])
-  const caught = await cli(['wait', '--state-dir', state, '--timeout', '60'])
-  t.equal(caught.code, 0, 'once the cause is gone, the retry repairs it: wait exits 0')
+  // The cursor has passed the refused changes, and the intents log is cut past them once 4 KiB
+  // more is in it: an unmount keeps the path for the next start.
+  for (let i = 0; i < 60; i++) writeFileSync(join(f.mnt, `${'x'.repeat(120)}-${i}`), `${i}`)
+  t.ok(await until(() => existsSync(join(f.replica, `${'x'.repeat(120)}-59`))), 'later uploads reach the replica')
+  t.notOk(readFileSync(join(f.state, 'intents.log'), 'latin1').includes('/locked/page.html'), 'the intents log was cut past the refused path')
+  await f.stop()
+  t.match(daemon.stderr, /differs from the source at 1 paths .*: the next start resyncs them/, 'the exit says the next start resyncs it')
+  unlock(locked)
+  await f.start(['mount', f.source, f.mnt, '--replica', `file://${f.replica}`, '--mode', 'async', '--state-dir', f.state, '--no-reconcile'])
+  t.equal((await wait(60)).code, 0, 'the next start, with no reconcile, repairs it: wait exits 0')
   t.equal(readFileSync(join(locked, 'page.html'), 'utf8'), 'the new page', 'the replica has the file')
-  s = await status()
-  t.equal(s.replicas[0]?.differsCount, 0, 'status: nothing differs')
+  t.equal((await status()).replicas[0]?.differsCount, 0, 'status: nothing differs')
+})
+
+t.test('a path the replica differs at follows a rename of its directory, and is repaired under its new name', async t => {
+  const { f, daemon, lock, unlock, status, wait } = await lockable(t)
+  mkdirSync(join(f.mnt, 'stage'))
+  t.equal((await wait(20)).code, 0, 'the directory is on the replica')
+  // Only the replica has it: the upload's publish over it, and the repairs, are refused.
+  const old = join(f.replica, 'stage', 'page.html')
+  writeFileSync(old, 'the old page')
+  lock(old)
+  writeFileSync(join(f.mnt, 'stage', 'page.html'), 'the new page')
+  t.ok(await until(() => /cannot resync "\/stage\/page\.html"/.test(daemon.stderr)), 'its repair is refused')
+  // The upload-then-rename deploy: the directory's rename is applied on the replica.
+  renameSync(join(f.mnt, 'stage'), join(f.mnt, 'live'))
+  const moved = join(f.replica, 'live', 'page.html')
+  t.ok(await until(() => existsSync(moved)), 'the replica renamed the directory')
+  t.ok(await until(async () => JSON.stringify((await status()).replicas[0]?.differs) === '["/live/page.html"]'), 'status names the new path')
+  unlock(moved)
+  t.equal((await wait(60)).code, 0, 'the retry repairs it: wait exits 0')
+  t.equal(readFileSync(moved, 'utf8'), 'the new page', 'under the new name')
+  t.same(readdirSync(join(f.replica, 'live')), ['page.html'], 'and no temp file is left')
 })
 
 t.test('status and wait: usage', async t => {
