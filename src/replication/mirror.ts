@@ -151,7 +151,11 @@ export class Mirror {
   }
 
   async #remove (path: string): Promise<void> {
-    const st = await this.#r.lstat(path)
+    // A name the replica cannot spell (not UTF-8, over SFTP) was never made there.
+    const st = await this.#r.lstat(path).catch((err: unknown) => {
+      if (err instanceof ReplicaError && err.errno === E.EILSEQ) return null
+      throw err
+    })
     if (st === null) return
     if ((st.mode & S_IFMT) === S_IFDIR) {
       for (const name of await this.#r.readdir(path)) await this.#remove(join(path, name))
