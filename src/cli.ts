@@ -220,7 +220,7 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
     throw blameFile(err, configFile ?? '', fromFile)
   }
   const { checkPaths, mount } = await import('./fuse/mount')
-  const { appendIntents, intentsPath, startReplication } = await import('./replication/setup')
+  const { intentsPath, keepIntents, startReplication } = await import('./replication/setup')
   const paths = await checkPaths(source, mountpoint, log)
   const replication = await startReplication(config, paths.source, log)
   const replicator = replication?.replicator ?? null
@@ -243,12 +243,14 @@ async function mountCommand (args: string[], log: Logger): Promise<number> {
   log.info('main', `unmounted ${mountpoint}`)
   if (replicator !== null) {
     const drained = await replicator.drain(config.timeoutSeconds * 1000)
-    const differing = replicator.differing()
+    // The journal's cursors have passed the changes refused there: the intents keep them (but
+    // the whole tree, which the next start's reconcile goes through anyway).
+    const differing = replicator.differing().filter(p => p !== '/' || !config.reconcile)
     if (!drained) log.warn('main', 'some replicas had not applied every change at exit')
     if (differing.length > 0) {
-      // The journal's cursors have passed the changes refused there: the intents keep them.
-      log.warn('main', `some replica differs from the source at ${differing.length} paths (a change refused, its repair failed or not run): the next start resyncs them`)
-      await appendIntents(config.stateDir, differing).catch(err => log.error('main', `cannot keep the paths to resync in ${intents}`, err))
+      const n = differing.length === 1 ? '1 path' : `${differing.length} paths`
+      log.warn('main', `some replica differs from the source at ${n} (a change refused there, its repair failed or not run yet): the next start resyncs ${differing.length === 1 ? 'it' : 'them'}`)
+      await keepIntents(config.stateDir, differing, drained).catch(err => log.error('main', `cannot keep the paths to resync in ${intents}`, err))
     } else if (drained) {
       // Nothing is in flight any more: the next start has nothing to resync.
       await truncate(intents).catch(() => {})

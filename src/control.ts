@@ -188,7 +188,7 @@ export async function statusCommand (stateDir: string, json: boolean): Promise<n
   return EXIT.ok
 }
 
-/** '2 paths differ from the source: "/a", "/b" (their repair failed or waits its turn; ...)'. */
+/** '2 paths differ from the source: "/a", "/b" (a change there was refused; their repair ...)'. */
 function differsText (d: Pick<Behind, 'differs' | 'differsCount'>): string {
   const one = d.differsCount === 1
   const more = d.differsCount > d.differs.length ? `, and ${d.differsCount - d.differs.length} more` : ''

@@ -10,6 +10,18 @@ const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
 
 /**
+ * Names below a resync's path that the replica cannot be given (not UTF-8, over SFTP): all
+ * else below it was made what the source holds.
+ */
+export class Unspellable extends Error {
+  readonly paths: string[]
+  constructor (paths: string[]) {
+    super(`${paths.map(p => JSON.stringify(p)).join(', ')}: names that are not valid UTF-8 cannot be carried over SFTP`)
+    this.paths = paths
+  }
+}
+
+/**
  * Makes the replica's `path`, and everything below it, what the source holds now: the repair
  * for a change whose journal record never completed (the daemon was killed between applying
  * it and recording it). Files are copied whole under a temp name, given their mode, owner and
@@ -37,11 +49,34 @@ export class Mirror {
 
   /** This run's hard link groups: source inode -> the name copied first. */
   #groups = new Map<number, string>()
+  /** This run's names below its path that the replica cannot be given. */
+  #unspellable: string[] = []
 
+  /** Throws Unspellable, having done all else, where names below `path` cannot be given. */
   async path (path: string): Promise<void> {
     this.#groups = new Map()
+    this.#unspellable = []
     await this.#sweep(path === '/' ? '/' : path.slice(0, path.lastIndexOf('/')) || '/')
     await this.#mirror(path)
+    if (this.#unspellable.length > 0) throw new Unspellable(this.#unspellable)
+  }
+
+  /** A name the replica cannot spell was never made there. */
+  #lstat (path: string): Promise<RemoteStat | null> {
+    return this.#r.lstat(path).catch((err: unknown) => {
+      if (err instanceof ReplicaError && err.errno === E.EILSEQ) return null
+      throw err
+    })
+  }
+
+  /** One name below the path: one the replica cannot be given is left out, and said at the end. */
+  async #child (path: string): Promise<void> {
+    try {
+      await this.#mirror(path)
+    } catch (err) {
+      if (!(err instanceof ReplicaError && err.errno === E.EILSEQ)) throw err
+      this.#unspellable.push(path)
+    }
   }
 
   /** Temp files a killed run left in `dir` (but not those a live applier is writing). */
@@ -61,13 +96,13 @@ export class Mirror {
   async #mirror (path: string): Promise<void> {
     const st = this.#tree.lstat(path)
     // Excluded: neither copied nor removed, on either side.
-    if (this.#ex !== null && this.#ex.matches(path, st?.isDirectory() ?? isDir(await this.#r.lstat(path)))) return
+    if (this.#ex !== null && this.#ex.matches(path, st?.isDirectory() ?? isDir(await this.#lstat(path)))) return
     if (st === null) return this.#remove(path)
     const parent = path.slice(0, path.lastIndexOf('/')) || '/'
     // A parent the replica lacks is mirrored whole, this path with it: once, or a second visit
     // would find its own name as its group's first.
-    if (parent !== path && (await this.#r.lstat(parent)) === null) return this.#mirror(parent)
-    const remote = await this.#r.lstat(path)
+    if (parent !== path && (await this.#lstat(parent)) === null) return this.#mirror(parent)
+    const remote = await this.#lstat(path)
     const sameType = remote !== null && (remote.mode & S_IFMT) === (st.mode & S_IFMT)
     if (st.isDirectory()) {
       if (remote !== null && !sameType) await this.#remove(path)
@@ -77,10 +112,10 @@ export class Mirror {
         if (names.has(name)) continue
         const p = join(path, name)
         if (this.#inUse(p)) continue
-        if (this.#ex !== null && this.#ex.matches(p, isDir(await this.#r.lstat(p)))) continue
+        if (this.#ex !== null && this.#ex.matches(p, isDir(await this.#lstat(p)))) continue
         await this.#remove(p)
       }
-      for (const name of names) await this.#mirror(join(path, name))
+      for (const name of names) await this.#child(join(path, name))
     } else {
       // A file replaces a file atomically (#copy renames over it); anything else goes first.
       if (remote !== null && !(sameType && st.isFile())) await this.#remove(path)
@@ -151,11 +186,7 @@ export class Mirror {
   }
 
   async #remove (path: string): Promise<void> {
-    // A name the replica cannot spell (not UTF-8, over SFTP) was never made there.
-    const st = await this.#r.lstat(path).catch((err: unknown) => {
-      if (err instanceof ReplicaError && err.errno === E.EILSEQ) return null
-      throw err
-    })
+    const st = await this.#lstat(path)
     if (st === null) return
     if ((st.mode & S_IFMT) === S_IFDIR) {
       for (const name of await this.#r.readdir(path)) await this.#remove(join(path, name))

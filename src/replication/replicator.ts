@@ -3,6 +3,7 @@ import { E } from '../errors'
 import type { Logger } from '../log'
 import { ReplicaError, type Replica } from '../replica/replica'
 import { Applier, CopiesRefused, type ApplierOptions } from './applier'
+import { Unspellable } from './mirror'
 import { cancelled } from './compact'
 import type { Journal, JournalRecord, SharedAppends } from './journal'
 import { afterRename, atOrUnder, type Mutation, type ReplicationHook } from './mutation'
@@ -39,7 +40,7 @@ export interface LinkStatus {
 /** What `replicafs wait` answers about a replica that is not caught up. */
 export interface Behind {
   url: string
-  /** As in LinkStatus: paths whose repair failed, and how many. */
+  /** As in LinkStatus: paths where it differs from the source, and how many. */
   differs: string[]
   differsCount: number
 }
@@ -201,12 +202,13 @@ function repairQueued (link: Link, path: string): boolean {
 }
 
 /**
- * Where the node at `path` is named once the changes queued after the head (`queue[0]`) are
- * applied: renamed (or moved with a directory), and hard-linked too when `links`.
+ * Where the node at `path` is named once the changes queued after the head (`queue[0]`; from
+ * `queue[from]`) are applied: renamed (or moved with a directory), and hard-linked too when
+ * `links`.
  */
-function namesAfter (queue: readonly Rec[], path: string, links: boolean): string[] {
+function namesAfter (queue: readonly Rec[], path: string, links: boolean, from = 1): string[] {
   const names = [path]
-  for (let i = 1; i < queue.length; i++) {
+  for (let i = from; i < queue.length; i++) {
     const m = (queue[i] as Rec).m
     if (m.op === 'rename') {
       for (let j = 0; j < names.length; j++) names[j] = afterRename(names[j] as string, m.from, m.path)
@@ -654,10 +656,7 @@ export class Replicator implements ReplicationHook {
 
   #applied (link: Link, rec: Rec): void {
     this.#wholeResyncDone(link, rec)
-    if (link.differs.size > 0) {
-      if (rec.m.op === 'resync') this.#repaired(link, rec.m.path)
-      else if (rec.m.op === 'rename') this.#renamed(link, rec.m.from, rec.m.path)
-    }
+    if (link.differs.size > 0) this.#follow(link, rec.m)
     this.#shift(link)
     link.queuedBytes -= rec.bytes
     link.appliedOps++
@@ -683,6 +682,16 @@ export class Replicator implements ReplicationHook {
       this.#applied(link, rec)
       return
     }
+    // A resync that did all but names the replica cannot spell: those alone differ.
+    if (err instanceof Unspellable && rec.m.op === 'resync') {
+      this.#applied(link, rec)
+      for (const path of err.paths) {
+        const when = this.#retry(link, path)
+        this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(path)}: it is not valid UTF-8, which SFTP cannot carry; ` +
+          `the replica differs from the source there (${when})`)
+      }
+      return
+    }
     // A repair that found the source changed under it (a name gone between two looks) goes
     // again, where the changes that did it leave the path.
     const code = err instanceof ReplicaError ? undefined : (err as NodeJS.ErrnoException | null)?.code
@@ -694,8 +703,6 @@ export class Replicator implements ReplicationHook {
       this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(rec.m.path)}: ${(err as Error).message}; ` +
         `the replica differs from the source there (${when})`)
     } else {
-      // Gone from the source: the repairs below go by the names the queued changes give it.
-      if (moved && rec.m.op === 'resync') this.#forget(link, rec.m.path)
       // The replica refused a change (it had diverged, or a resync read a newer source state
       // than the change's): repair the paths from the source as it is now. The repair is a
       // change of its own, after every change made so far, so that cursors only move forward;
@@ -703,10 +710,14 @@ export class Replicator implements ReplicationHook {
       // this replica's: the others pass it by (in order, so that every cursor moves on).
       this.#o.log.warn('replica', `${link.replica.url}: ${rec.m.op} failed: ${(err as Error).message}; resyncing that path`)
       link.applier.refused(rec.m)
-      // The changes queued after this one may rename a path (or a directory above it), or
-      // link it, before the repair runs: its names then are repaired too.
+      // The replica differs at its paths (named as it names them now) until a repair runs. The
+      // changes queued after this one may rename a path (or a directory above it), or link it,
+      // before the repair runs: its names then are repaired too.
       const paths = new Set<string>()
-      for (const path of pathsOf(rec.m, err)) for (const name of namesAfter(link.queue, path, true)) paths.add(name)
+      for (const path of pathsOf(rec.m, err)) {
+        this.#track(link, path)
+        for (const name of namesAfter(link.queue, path, true)) paths.add(name)
+      }
       for (const path of paths) await this.#repair(link, path)
     }
     this.#shift(link)
@@ -733,8 +744,6 @@ export class Replicator implements ReplicationHook {
    * where one is queued last already (a run of writes refused in turn).
    */
   async #repair (link: Link, path: string): Promise<void> {
-    // Past DIFFERS_MAX paths, the whole tree's repair instead.
-    if (this.#track(link, path)?.path === '/') path = '/'
     if (repairQueued(link, path)) return
     const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
     for (const l of this.#links) this.#enqueue(l, repair)
@@ -745,9 +754,10 @@ export class Replicator implements ReplicationHook {
   }
 
   /**
-   * `path` differs on the replica until a repair of it runs: its entry (undefined where the
-   * whole tree's is there already, which covers it). Past DIFFERS_MAX paths, the whole tree's
-   * entry replaces them all.
+   * `path` (the replica's name for it now) differs from the source until a repair of it runs:
+   * its entry, which follows the renames the replica applies (undefined where the whole
+   * tree's is there already, which covers it). Past DIFFERS_MAX paths, the whole tree's entry
+   * replaces them all, its repair due at once.
    */
   #track (link: Link, path: string): Differ | undefined {
     const known = link.differs.get(path)
@@ -755,7 +765,10 @@ export class Replicator implements ReplicationHook {
     if (link.differs.has('/')) return undefined
     if (link.differs.size >= DIFFERS_MAX) {
       this.#repaired(link, '/')
-      path = '/'
+      const whole: Differ = { path: '/', delayMs: 0, timer: null, due: 0 }
+      link.differs.set('/', whole)
+      this.#arm(link, whole, 0)
+      return whole
     }
     const d: Differ = { path, delayMs: 0, timer: null, due: 0 }
     link.differs.set(path, d)
@@ -773,43 +786,61 @@ export class Replicator implements ReplicationHook {
     // Refused again before its try (a run of changes to the file, each repaired): it stands.
     if (d.timer === null) {
       d.delayMs = d.delayMs === 0 ? REPAIR_RETRY_MIN_MS : Math.min(REPAIR_RETRY_MAX_MS, d.delayMs * 2)
-      d.due = Date.now() + d.delayMs
-      d.timer = setTimeout(() => {
-        d.timer = null
-        this.#repair(link, d.path).catch(err => {
-          this.#o.log.error('replica', `${link.replica.url}: cannot queue the resync of ${JSON.stringify(d.path)}`, err)
-          this.#retry(link, d.path)
-        })
-      }, d.delayMs)
-      d.timer.unref()
+      this.#arm(link, d, d.delayMs)
     }
     return `${d.path === path ? '' : `as part of ${JSON.stringify(d.path)}, `}trying again in ${Math.ceil((d.due - Date.now()) / 1000)} s`
   }
 
+  /** In `ms`, a repair of `d` is queued, under the names the changes queued by then leave it. */
+  #arm (link: Link, d: Differ, ms: number): void {
+    d.due = Date.now() + ms
+    d.timer = setTimeout(() => {
+      d.timer = null
+      const queue = async () => {
+        for (const name of namesAfter(link.queue, d.path, true, 0)) await this.#repair(link, name)
+      }
+      queue().catch(err => {
+        this.#o.log.error('replica', `${link.replica.url}: cannot queue the resync of ${JSON.stringify(d.path)}`, err)
+        this.#retry(link, d.path)
+      })
+    }, ms)
+    d.timer.unref()
+  }
+
   /** A repair of `path` ran: the replica holds what the source does there, and below. */
   #repaired (link: Link, path: string): void {
-    for (const [p, d] of link.differs) if (atOrUnder(p, path)) this.#forget(link, p, d)
-  }
-
-  #forget (link: Link, path: string, d = link.differs.get(path)): void {
-    if (d?.timer != null) clearTimeout(d.timer)
-    link.differs.delete(path)
-  }
-
-  /**
-   * The replica applied a rename: what differed at and below `from` differs at its new name,
-   * and what was at `to` is gone.
-   */
-  #renamed (link: Link, from: string, to: string): void {
-    this.#repaired(link, to)
-    const moved: Differ[] = []
     for (const [p, d] of link.differs) {
-      if (!atOrUnder(p, from)) continue
+      if (!atOrUnder(p, path)) continue
+      if (d.timer !== null) clearTimeout(d.timer)
       link.differs.delete(p)
-      d.path = afterRename(p, from, to)
-      moved.push(d)
     }
-    for (const d of moved) link.differs.set(d.path, d)
+  }
+
+  /** The replica applied `m`: where it differs moves with a rename, goes with an unlink, spreads with a link. */
+  #follow (link: Link, m: Mutation): void {
+    switch (m.op) {
+      case 'resync':
+      // Gone on both sides.
+      case 'unlink': case 'rmdir':
+        this.#repaired(link, m.path)
+        return
+      case 'rename': {
+        // What was at `to` is gone; what differed at and below `from` differs at its new name.
+        this.#repaired(link, m.path)
+        const moved: Differ[] = []
+        for (const [p, d] of link.differs) {
+          if (!atOrUnder(p, m.from)) continue
+          link.differs.delete(p)
+          d.path = afterRename(p, m.from, m.path)
+          moved.push(d)
+        }
+        for (const d of moved) link.differs.set(d.path, d)
+        return
+      }
+      case 'link':
+        // The new name is the old file: the repair of the name it links to copies a new one.
+        if (link.differs.has(m.from)) this.#retry(link, m.path)
+    }
   }
 
   /** Every path some replica differs at (byte strings), each once: for the next start to resync. */

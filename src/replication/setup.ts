@@ -1,6 +1,6 @@
 import type { Logger } from '../log'
 import type { MountConfig } from '../config'
-import { appendFile, readFile } from 'node:fs/promises'
+import { appendFile, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
 import { native } from '../native'
@@ -120,11 +120,12 @@ export function intentsPath (stateDir: string): string {
 }
 
 /**
- * Adds `paths` to the intents (as local.c writes them: u16 length, the bytes, u16 0), for the
- * next start to resync: where a replica differs at the exit (a change refused, its repair not
- * done), what the journal's cursors have passed.
+ * Puts `paths` in the intents (as local.c writes them: u16 length, the bytes, u16 0), for the
+ * next start to resync on every replica: where a replica differs at the exit (a change
+ * refused, its repair not done), which the journal's cursors have passed. `fresh`: in place of
+ * what the log holds (nothing else was in flight), else after it.
  */
-export async function appendIntents (stateDir: string, paths: string[]): Promise<void> {
+export async function keepIntents (stateDir: string, paths: string[], fresh: boolean): Promise<void> {
   const parts: Buffer[] = []
   for (const p of paths) {
     const b = Buffer.from(p, 'latin1')
@@ -133,7 +134,10 @@ export async function appendIntents (stateDir: string, paths: string[]): Promise
     head.writeUInt16LE(b.length)
     parts.push(head, b, Buffer.alloc(2))
   }
-  await appendFile(intentsPath(stateDir), Buffer.concat(parts))
+  const file = intentsPath(stateDir)
+  if (!fresh) return appendFile(file, Buffer.concat(parts), { mode: 0o600 })
+  await writeFile(`${file}.new`, Buffer.concat(parts), { mode: 0o600 })
+  await rename(`${file}.new`, file)
 }
 
 /** The paths of changes that were in flight when the last run stopped (local.c's intents). */

@@ -41,7 +41,13 @@ t.test('hostile names and symlinks write nothing outside a replica root', async 
   // source keeps it (it is reported, and retried by the next reconcile).
   const bytes = Buffer.concat([Buffer.from(join(m.mnt, 'h', 'f')), Buffer.from([0xff, 0xfe])])
   t.throws(() => writeFileSync(bytes, 'not UTF-8'), { code: 'EIO' }, 'a name that is not UTF-8: EIO')
+  const held = await runCli(['wait', '--state-dir', m.state, '--timeout', '1'])
+  t.equal(held.code, 1, 'wait: exit 1 while the backup lacks it')
+  t.match(held.stderr, /1 path differs from the source: "\/h\/f\ufffd\ufffd"/, 'naming the path')
   rmSync(Buffer.concat([Buffer.from(join(m.src, 'h', 'f')), Buffer.from([0xff, 0xfe])]), { force: true })
+  // Its repair is tried again: with the name gone from the source, it finds nothing to remove.
+  const gone = await runCli(['wait', '--state-dir', m.state, '--timeout', '30'])
+  t.equal(gone.code, 0, `once the source has it no more, the retried repair clears it: wait exits 0${gone.code !== 0 ? `\n${gone.stderr}` : ''}`)
   symlinkSync('../../../../../../../../etc/passwd', join(m.mnt, 'h', 'up'))
   symlinkSync('/etc', join(m.mnt, 'h', 'abs'))
   symlinkSync(dirname(b.root), join(m.mnt, 'h', 'parent'))
