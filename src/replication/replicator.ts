@@ -403,10 +403,10 @@ export class Replicator implements ReplicationHook {
   async barrier (timeoutMs: number): Promise<Behind[]> {
     this.#pull()
     const target = this.#seq
-    // A replica stopped for good never catches up: it is behind too.
-    const behind = () => this.#links.filter(l => l.appliedSeq < target || l.state === 'failed' || l.differs.size > 0)
+    const behind = () => this.#links.filter(l => l.state !== 'failed' && (l.appliedSeq < target || l.differs.size > 0))
     await poll(() => behind().length === 0, timeoutMs)
-    return behind().map(l => ({ url: l.replica.url, ...differsOf(l) }))
+    // A replica stopped for good never catches up: it is behind too.
+    return [...behind(), ...this.#links.filter(l => l.state === 'failed')].map(l => ({ url: l.replica.url, ...differsOf(l) }))
   }
 
   /** Changes queued for the replicas, summed. */
@@ -684,9 +684,12 @@ export class Replicator implements ReplicationHook {
     }
     // A resync that did all but names the replica cannot spell: those alone differ.
     if (err instanceof Unspellable && rec.m.op === 'resync') {
+      // Each on its own, whatever their number (the whole tree's resync would meet them all
+      // again), with the backoff it had.
+      const was = new Map(err.paths.map(p => [p, link.differs.get(p)?.delayMs ?? 0]))
       this.#applied(link, rec)
       for (const path of err.paths) {
-        const when = this.#retry(link, path)
+        const when = this.#retry(link, path, was.get(path))
         this.#o.log.error('replica', `${link.replica.url}: cannot resync ${JSON.stringify(path)}: it is not valid UTF-8, which SFTP cannot carry; ` +
           `the replica differs from the source there (${when})`)
       }
@@ -713,12 +716,9 @@ export class Replicator implements ReplicationHook {
       // The replica differs at its paths (named as it names them now) until a repair runs. The
       // changes queued after this one may rename a path (or a directory above it), or link it,
       // before the repair runs: its names then are repaired too.
-      const paths = new Set<string>()
-      for (const path of pathsOf(rec.m, err)) {
-        this.#track(link, path)
-        for (const name of namesAfter(link.queue, path, true)) paths.add(name)
-      }
-      for (const path of paths) await this.#repair(link, path)
+      const paths = pathsOf(rec.m, err)
+      for (const path of paths) this.#track(link, path)
+      await this.#repairs(link, paths, 1)
     }
     this.#shift(link)
     link.queuedBytes -= rec.bytes
@@ -743,6 +743,18 @@ export class Replicator implements ReplicationHook {
    * before it counts, so a kill cannot lose it): the others pass it by, in order. Not again
    * where one is queued last already (a run of writes refused in turn).
    */
+  /**
+   * Queues the repairs of what the replica names `paths` after `link.queue[from - 1]`, under
+   * the names the changes queued after that leave them: the mount's records taken first, and
+   * every repair queued before any is awaited, so that no change slips in between unseen.
+   */
+  async #repairs (link: Link, paths: string[], from: number): Promise<void> {
+    this.#look()
+    const names = new Set<string>()
+    for (const path of paths) for (const name of namesAfter(link.queue, path, true, from)) names.add(name)
+    await Promise.all([...names].map(name => this.#repair(link, name)))
+  }
+
   async #repair (link: Link, path: string): Promise<void> {
     if (repairQueued(link, path)) return
     const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
@@ -759,11 +771,11 @@ export class Replicator implements ReplicationHook {
    * tree's is there already, which covers it). Past DIFFERS_MAX paths, the whole tree's entry
    * replaces them all, its repair due at once.
    */
-  #track (link: Link, path: string): Differ | undefined {
+  #track (link: Link, path: string, cap = true): Differ | undefined {
     const known = link.differs.get(path)
     if (known !== undefined) return known
     if (link.differs.has('/')) return undefined
-    if (link.differs.size >= DIFFERS_MAX) {
+    if (cap && link.differs.size >= DIFFERS_MAX) {
       this.#repaired(link, '/')
       const whole: Differ = { path: '/', delayMs: 0, timer: null, due: 0 }
       link.differs.set('/', whole)
@@ -780,9 +792,10 @@ export class Replicator implements ReplicationHook {
    * runs. One is queued again later (the cause, a full disk or a directory it may not write,
    * may be gone by then), at longer and longer intervals. Returns when, for the log.
    */
-  #retry (link: Link, path: string): string {
-    const d = this.#track(link, path)
+  #retry (link: Link, path: string, unspellable?: number): string {
+    const d = this.#track(link, path, unspellable === undefined)
     if (d === undefined) return 'the resync of the whole tree, due, repairs it'
+    if (unspellable !== undefined && d.timer === null) d.delayMs = unspellable
     // Refused again before its try (a run of changes to the file, each repaired): it stands.
     if (d.timer === null) {
       d.delayMs = d.delayMs === 0 ? REPAIR_RETRY_MIN_MS : Math.min(REPAIR_RETRY_MAX_MS, d.delayMs * 2)
@@ -796,10 +809,7 @@ export class Replicator implements ReplicationHook {
     d.due = Date.now() + ms
     d.timer = setTimeout(() => {
       d.timer = null
-      const queue = async () => {
-        for (const name of namesAfter(link.queue, d.path, true, 0)) await this.#repair(link, name)
-      }
-      queue().catch(err => {
+      this.#repairs(link, [d.path], 0).catch(err => {
         this.#o.log.error('replica', `${link.replica.url}: cannot queue the resync of ${JSON.stringify(d.path)}`, err)
         this.#retry(link, d.path)
       })
@@ -818,6 +828,8 @@ export class Replicator implements ReplicationHook {
 
   /** The replica applied `m`: where it differs moves with a rename, goes with an unlink, spreads with a link. */
   #follow (link: Link, m: Mutation): void {
+    // A name that was below a path it differs at carries what differed to its new name.
+    const carried = (m.op === 'rename' || m.op === 'link') && this.#below(link, m.from)
     switch (m.op) {
       case 'resync':
       // Gone on both sides.
@@ -835,18 +847,29 @@ export class Replicator implements ReplicationHook {
           moved.push(d)
         }
         for (const d of moved) link.differs.set(d.path, d)
-        return
+        break
       }
       case 'link':
         // The new name is the old file: the repair of the name it links to copies a new one.
         if (link.differs.has(m.from)) this.#retry(link, m.path)
     }
+    if (carried) this.#retry(link, m.path)
+  }
+
+  /** `path` is strictly below a path the replica differs at. */
+  #below (link: Link, path: string): boolean {
+    for (let i = path.lastIndexOf('/'); i >= 0; i = path.lastIndexOf('/', i - 1)) {
+      if (link.differs.has(i === 0 ? '/' : path.slice(0, i))) return true
+      if (i === 0) return false
+    }
+    return false
   }
 
   /** Every path some replica differs at (byte strings), each once: for the next start to resync. */
   differing (): string[] {
     const paths = new Set<string>()
-    for (const l of this.#links) for (const p of l.differs.keys()) paths.add(p)
+    // Named as the changes still queued leave them: the next start replays those first.
+    for (const l of this.#links) for (const p of l.differs.keys()) for (const name of namesAfter(l.queue, p, true, 0)) paths.add(name)
     return [...paths]
   }
 

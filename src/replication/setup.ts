@@ -1,6 +1,6 @@
 import type { Logger } from '../log'
 import type { MountConfig } from '../config'
-import { appendFile, readFile, rename, writeFile } from 'node:fs/promises'
+import { appendFile, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ControlServer } from '../control'
 import { native } from '../native'
@@ -136,6 +136,7 @@ export async function keepIntents (stateDir: string, paths: string[], fresh: boo
   }
   const file = intentsPath(stateDir)
   if (!fresh) return appendFile(file, Buffer.concat(parts), { mode: 0o600 })
+  await rm(`${file}.new`, { force: true })
   await writeFile(`${file}.new`, Buffer.concat(parts), { mode: 0o600 })
   await rename(`${file}.new`, file)
 }

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cleanupDir, replicaDirs, runCli as cli, startDaemon, stopDaemon, type Daemon, type ReplicaDirs } from '../helpers/mount'
@@ -83,21 +83,23 @@ async function until (cond: () => boolean | Promise<boolean>): Promise<boolean> 
 }
 
 /** A mount in async mode to a file:// replica, with chattr +i on replica paths lifted at teardown. */
-async function lockable (t: { teardown (fn: () => unknown): void }): Promise<{ f: ReplicaDirs, daemon: Daemon, lock (p: string): void, unlock (p: string): void, status (): Promise<Status>, wait (s: number): ReturnType<typeof cli> }> {
+async function lockable (t: { teardown (fn: () => unknown): void }): Promise<{ f: ReplicaDirs, daemon: Daemon, lock (p: string, attr?: string): void, unlock (p: string, attr?: string): void, status (): Promise<Status>, wait (s: number): ReturnType<typeof cli> }> {
   const f = replicaDirs(t, 'control')
   const locked = new Set<string>()
   // Teardowns run last first: this one before the dirs' teardown removes them.
   t.teardown(() => {
     // A locked file may have been renamed since: the whole replica.
-    if (locked.size > 0) try { execFileSync('chattr', ['-R', '-i', f.replica], { stdio: 'ignore' }) } catch {}
+    if (locked.size > 0) try { execFileSync('chattr', ['-R', '-i', '-a', f.replica], { stdio: 'ignore' }) } catch {}
   })
   const daemon = await f.start(['mount', f.source, f.mnt, '--replica', `file://${f.replica}`, '--mode', 'async', '--state-dir', f.state])
   return {
     f,
     daemon,
-    // Nothing may be made in, renamed over or removed from what is immutable, by root either.
-    lock (p) { locked.add(p); execFileSync('chattr', ['+i', p]) },
-    unlock (p) { execFileSync('chattr', ['-i', p]); locked.delete(p) },
+    // Nothing may be made in, renamed over or removed from what is immutable (i), by root
+    // either; nothing removed from or renamed out of an append-only directory (a), nor its
+    // mode or times set.
+    lock (p, attr = 'i') { locked.add(p); execFileSync('chattr', [`+${attr}`, p]) },
+    unlock (p, attr = 'i') { execFileSync('chattr', [`-${attr}`, p]); locked.delete(p) },
     status: async () => JSON.parse((await cli(['status', '--state-dir', f.state, '--json'])).stdout) as Status,
     wait: (s: number) => cli(['wait', '--state-dir', f.state, '--timeout', String(s)]),
   }
@@ -157,6 +159,23 @@ t.test('a path the replica differs at follows a rename of its directory, and is 
   t.equal((await wait(60)).code, 0, 'the retry repairs it: wait exits 0')
   t.equal(readFileSync(moved, 'utf8'), 'the new page', 'under the new name')
   t.same(readdirSync(join(f.replica, 'live')), ['page.html'], 'and no temp file is left')
+})
+
+t.test('a hard link made below a path the replica differs at differs too, until both are repaired', async t => {
+  const { f, daemon, lock, unlock, status, wait } = await lockable(t)
+  mkdirSync(join(f.mnt, 'd'))
+  writeFileSync(join(f.mnt, 'd', 'x'), 'the page')
+  t.equal((await wait(20)).code, 0, 'the directory and its file are on the replica')
+  lock(join(f.replica, 'd'), 'a')
+  chmodSync(join(f.mnt, 'd'), 0o750)
+  t.ok(await until(() => /cannot resync "\/d"/.test(daemon.stderr)), 'the chmod of the directory, and its repair, are refused')
+  // Linking out of an append-only directory is allowed: the new name is what the replica had.
+  linkSync(join(f.mnt, 'd', 'x'), join(f.mnt, 'y'))
+  t.ok(await until(async () => ((await status()).replicas[0]?.differs ?? []).includes('/y')), 'status names the new name too')
+  unlock(join(f.replica, 'd'), 'a')
+  t.equal((await wait(60)).code, 0, 'the retries repair both: wait exits 0')
+  t.equal(statSync(join(f.replica, 'd')).mode & 0o7777, 0o750, 'the directory has its mode')
+  t.equal(readFileSync(join(f.replica, 'y'), 'utf8'), 'the page', 'the new name has the file')
 })
 
 t.test('status and wait: usage', async t => {
