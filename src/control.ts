@@ -13,7 +13,7 @@ import type { Behind, LinkStatus, Replicator } from './replication/replicator'
  *   {"cmd":"status"}               -> {"mode":"sync","replicas":[LinkStatus + throughput]}
  *   {"cmd":"wait","timeoutMs":N}   -> {"behind":[url...],"differ":[Behind...]}
  *                                     (once all applied, or after N ms; `differ`: those of them
- *                                     holding paths whose repair failed)
+ *                                     that differ from the source at some path)
  */
 export function controlPath (stateDir: string): string {
   return join(stateDir, 'control.sock')

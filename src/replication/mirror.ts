@@ -47,15 +47,16 @@ export class Mirror {
     this.#inUse = inUse
   }
 
-  /** This run's hard link groups: source inode -> the name copied first. */
-  #groups = new Map<number, string>()
-  /** This run's names below its path that the replica cannot be given. */
-  #unspellable: string[] = []
+  /** Its hard link groups: source inode -> the name copied first. */
+  readonly #groups = new Map<number, string>()
+  /** Names below its path that the replica cannot be given. */
+  readonly #unspellable: string[] = []
 
-  /** Throws Unspellable, having done all else, where names below `path` cannot be given. */
+  /**
+   * Throws Unspellable, having done all else, where names below `path` cannot be given. One
+   * call per Mirror.
+   */
   async path (path: string): Promise<void> {
-    this.#groups = new Map()
-    this.#unspellable = []
     await this.#sweep(path === '/' ? '/' : path.slice(0, path.lastIndexOf('/')) || '/')
     await this.#mirror(path)
     if (this.#unspellable.length > 0) throw new Unspellable(this.#unspellable)

@@ -38,12 +38,7 @@ export interface LinkStatus {
 }
 
 /** What `replicafs wait` answers about a replica that is not caught up. */
-export interface Behind {
-  url: string
-  /** As in LinkStatus: paths where it differs from the source, and how many. */
-  differs: string[]
-  differsCount: number
-}
+export type Behind = Pick<LinkStatus, 'url' | 'differs' | 'differsCount'>
 
 export interface ReplicatorOptions {
   mode: Mode
@@ -684,9 +679,7 @@ export class Replicator implements ReplicationHook {
     }
     // A resync that did all but names the replica cannot spell: those alone differ.
     if (err instanceof Unspellable && rec.m.op === 'resync') {
-      // Each on its own, whatever their number (the whole tree's resync would meet them all
-      // again), with the backoff it had.
-      const was = new Map(err.paths.map(p => [p, link.differs.get(p)?.delayMs ?? 0]))
+      const was = new Map(err.paths.map(p => [p, { delayMs: link.differs.get(p)?.delayMs ?? 0 }]))
       this.#applied(link, rec)
       for (const path of err.paths) {
         const when = this.#retry(link, path, was.get(path))
@@ -739,11 +732,6 @@ export class Replicator implements ReplicationHook {
   }
 
   /**
-   * Queues a resync of `path` for `link`'s replica, after every change made so far (journaled
-   * before it counts, so a kill cannot lose it): the others pass it by, in order. Not again
-   * where one is queued last already (a run of writes refused in turn).
-   */
-  /**
    * Queues the repairs of what the replica names `paths` after `link.queue[from - 1]`, under
    * the names the changes queued after that leave them: the mount's records taken first, and
    * every repair queued before any is awaited, so that no change slips in between unseen.
@@ -755,6 +743,11 @@ export class Replicator implements ReplicationHook {
     await Promise.all([...names].map(name => this.#repair(link, name)))
   }
 
+  /**
+   * Queues a resync of `path` for `link`'s replica, after every change made so far (journaled
+   * before it counts, so a kill cannot lose it): the others pass it by, in order. Not again
+   * where one is queued last already (a run of writes refused in turn).
+   */
   async #repair (link: Link, path: string): Promise<void> {
     if (repairQueued(link, path)) return
     const repair = recOf(this.#next(), { op: 'resync', path, uid: 0, gid: 0, replica: link.replica.url })
@@ -792,10 +785,12 @@ export class Replicator implements ReplicationHook {
    * runs. One is queued again later (the cause, a full disk or a directory it may not write,
    * may be gone by then), at longer and longer intervals. Returns when, for the log.
    */
-  #retry (link: Link, path: string, unspellable?: number): string {
+  #retry (link: Link, path: string, unspellable?: { delayMs: number }): string {
+    // A name that cannot be spelled is tracked on its own whatever their number (the whole
+    // tree's resync would meet it again), with the backoff it had.
     const d = this.#track(link, path, unspellable === undefined)
     if (d === undefined) return 'the resync of the whole tree, due, repairs it'
-    if (unspellable !== undefined && d.timer === null) d.delayMs = unspellable
+    if (unspellable !== undefined) d.delayMs = unspellable.delayMs
     // Refused again before its try (a run of changes to the file, each repaired): it stands.
     if (d.timer === null) {
       d.delayMs = d.delayMs === 0 ? REPAIR_RETRY_MIN_MS : Math.min(REPAIR_RETRY_MAX_MS, d.delayMs * 2)
@@ -828,8 +823,9 @@ export class Replicator implements ReplicationHook {
 
   /** The replica applied `m`: where it differs moves with a rename, goes with an unlink, spreads with a link. */
   #follow (link: Link, m: Mutation): void {
-    // A name that was below a path it differs at carries what differed to its new name.
-    const carried = (m.op === 'rename' || m.op === 'link') && this.#below(link, m.from)
+    // A new name for what differs (a link to it or below it, a rename of a name below it; a
+    // rename of the path itself moves it, below) differs too.
+    const carried = (m.op === 'rename' || m.op === 'link') && this.#within(link, m.from, m.op === 'link')
     switch (m.op) {
       case 'resync':
       // Gone on both sides.
@@ -847,22 +843,16 @@ export class Replicator implements ReplicationHook {
           moved.push(d)
         }
         for (const d of moved) link.differs.set(d.path, d)
-        break
       }
-      case 'link':
-        // The new name is the old file: the repair of the name it links to copies a new one.
-        if (link.differs.has(m.from)) this.#retry(link, m.path)
     }
     if (carried) this.#retry(link, m.path)
   }
 
-  /** `path` is strictly below a path the replica differs at. */
-  #below (link: Link, path: string): boolean {
-    for (let i = path.lastIndexOf('/'); i >= 0; i = path.lastIndexOf('/', i - 1)) {
-      if (link.differs.has(i === 0 ? '/' : path.slice(0, i))) return true
-      if (i === 0) return false
-    }
-    return false
+  /** The replica differs at a directory above `path` (or at `path` itself, with `at`). */
+  #within (link: Link, path: string, at: boolean): boolean {
+    if (at && link.differs.has(path)) return true
+    for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) if (link.differs.has(path.slice(0, i))) return true
+    return link.differs.has('/')
   }
 
   /** Every path some replica differs at (byte strings), each once: for the next start to resync. */

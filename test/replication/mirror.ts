@@ -9,7 +9,7 @@ import { FileReplica } from '../../src/replica/file'
 import { ReplicaError, type Replica } from '../../src/replica/replica'
 import { Mirror } from '../../src/replication/mirror'
 import { replicaDirs } from '../helpers/mount'
-import { TEMP } from '../helpers/tree'
+import { temps } from '../helpers/tree'
 
 /** Every file below `dir`: its inode, link count and content, by path. */
 function files (dir: string, at = ''): Record<string, { ino: number, nlink: number, data: string }> {
@@ -31,7 +31,7 @@ async function mirror (t: tap.Test, path: string, make: (src: string) => void, w
   await r.connect()
   await new Mirror(src, wrap(r)).path(path)
   const got = files(rep)
-  t.same(Object.keys(got).filter(p => TEMP.test(p.slice(p.lastIndexOf('/') + 1))), [], 'no temp name is left')
+  t.same(temps(rep), [], 'no temp name is left')
   return got
 }
 
